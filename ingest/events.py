@@ -1,0 +1,167 @@
+"""Wire format v1: the JSON objects services put on the `predictions` and `feedback` topics.
+
+These models are a public contract: producers in any language write to them, so they are strict
+(unknown fields are rejected, so a typo such as ``"rationle"`` is an error and not silently lost),
+and every error names the field.  The JSON Schema files under ``ingest/schemas/`` are generated
+from these models (``feedbackflow schemas``) and a test fails when the two drift apart.
+
+What these models cannot check alone -- whether a metric exists, whether its value has the right
+type, whether the target suits the metric's level -- is checked by ``ingest.metric_config``.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+from uuid import UUID
+
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    JsonValue,
+    model_validator,
+)
+
+WIRE_VERSION = 1
+
+# Bounds that keep one event from costing a whole window: a 64 KiB id or tag is a bug upstream.
+MAX_NAME = 256
+MAX_TAG_VALUE = 4096
+
+
+def _epoch_millis_to_datetime(value: Any) -> Any:
+    """Numbers are epoch milliseconds (the wire contract), never seconds: no guessing by size."""
+    if isinstance(value, bool):
+        raise ValueError("must be an RFC 3339 string or epoch milliseconds, not a boolean")
+    if isinstance(value, int | float):
+        return datetime.fromtimestamp(value / 1000, tz=UTC)
+    return value
+
+
+Timestamp = Annotated[
+    AwareDatetime,
+    BeforeValidator(_epoch_millis_to_datetime),
+    Field(
+        description="RFC 3339 with a UTC offset, or epoch milliseconds. "
+        "Default: the time the event reached Kafka."
+    ),
+]
+Name = Annotated[str, Field(min_length=1, max_length=MAX_NAME)]
+FlatStrings = Annotated[
+    dict[Name, Annotated[str, Field(max_length=MAX_TAG_VALUE)]],
+    Field(description="Flat string-to-string map."),
+]
+
+
+class _WireModel(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=False)
+
+
+class Prediction(_WireModel):
+    """One model call, logged by the service that made it."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        frozen=True,
+        json_schema_extra={"$id": "https://feedbackflow.dev/schemas/v1/prediction.json"},
+    )
+
+    prediction_id: UUID = Field(description="Unique id of the prediction; the SDK makes UUIDv7.")
+    join_key: Name | None = Field(
+        default=None,
+        description="Key that feedback may name instead of the prediction id "
+        "(default: the prediction id as text). Also the Kafka message key.",
+    )
+    episode_id: UUID | None = Field(
+        default=None, description="Groups the predictions of one multi-step episode."
+    )
+    application: Name = Field(description="The model-backed function, e.g. generate_haiku.")
+    model: Name | None = Field(default=None, description="Model, variant or version.")
+    inputs: dict[str, JsonValue] = Field(default_factory=dict)
+    outputs: dict[str, JsonValue] = Field(default_factory=dict)
+    tags: FlatStrings = Field(default_factory=dict)
+    timestamp: Timestamp | None = None
+
+    @property
+    def effective_join_key(self) -> str:
+        return self.join_key if self.join_key is not None else str(self.prediction_id)
+
+
+SourceType = Literal["human", "llm_judge", "code", "end_user"]
+
+
+class Source(_WireModel):
+    """Who gave the feedback (MLflow's assessment source)."""
+
+    type: SourceType
+    id: Name | None = Field(
+        default=None,
+        description="Annotator, judge or check id; feedback with the same target, metric and "
+        "source id revises the earlier one.",
+    )
+
+
+class FeedbackError(_WireModel):
+    """Stands in for ``value`` when a judge or check failed: the failure is recorded, not lost."""
+
+    code: Name
+    message: Annotated[str, Field(max_length=MAX_TAG_VALUE)]
+
+
+TargetKind = Literal["prediction_id", "join_key", "episode_id"]
+
+
+class Feedback(_WireModel):
+    """One judgement about a prediction (or an episode), possibly long after it."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        frozen=True,
+        json_schema_extra={"$id": "https://feedbackflow.dev/schemas/v1/feedback.json"},
+    )
+
+    feedback_id: UUID = Field(description="Idempotency key: the same id is stored once.")
+    metric: Name = Field(
+        description="A metric from the metric config, or `comment` / `demonstration`."
+    )
+    prediction_id: UUID | None = None
+    join_key: Name | None = None
+    episode_id: UUID | None = None
+    value: JsonValue = Field(
+        default=None, description="Typed by the metric. Exactly one of value and error."
+    )
+    error: FeedbackError | None = None
+    rationale: str | None = Field(default=None, max_length=65536)
+    source: Source | None = None
+    tags: FlatStrings = Field(default_factory=dict)
+    metadata: FlatStrings = Field(default_factory=dict)
+    timestamp: Timestamp | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one_target_and_outcome(self) -> Feedback:
+        targets = [k for k in ("prediction_id", "join_key", "episode_id") if getattr(self, k)]
+        if len(targets) != 1:
+            found = ", ".join(targets) if targets else "none"
+            raise ValueError(
+                "exactly one of prediction_id, join_key, episode_id is required "
+                f"(found: {found})"
+            )
+        if (self.value is None) == (self.error is None):
+            raise ValueError("exactly one of value and error is required")
+        return self
+
+    @property
+    def target_kind(self) -> TargetKind:
+        if self.prediction_id is not None:
+            return "prediction_id"
+        if self.join_key is not None:
+            return "join_key"
+        return "episode_id"
+
+    @property
+    def target(self) -> str:
+        """The target as text: also the Kafka message key."""
+        return str(self.prediction_id or self.join_key or self.episode_id)

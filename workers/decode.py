@@ -1,0 +1,221 @@
+"""Decode: Kafka records in, rows ready for COPY or dead letters out.  Pure, no I/O.
+
+This is the only per-event Python work on the hot path: one ``model_validate_json`` and a metric
+check per message.  Every failure becomes a ``DeadLetter`` carrying the original bytes, the field
+at fault and the reason -- a bad message is recorded and counted, it never stops the partition.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import NamedTuple, Protocol
+from uuid import UUID
+
+from pydantic import ValidationError
+
+from ingest.events import Feedback, Prediction
+from ingest.metric_config import FieldError, MetricRegistry
+from ingest.topics import TopicNames
+
+# Event times further ahead than this are a producer's clock bug, not data to keep.
+MAX_FUTURE_SKEW = timedelta(days=1)
+
+
+class KafkaRecord(Protocol):
+    """The part of aiokafka's ``ConsumerRecord`` decoding needs."""
+
+    @property
+    def topic(self) -> str: ...
+    @property
+    def partition(self) -> int: ...
+    @property
+    def offset(self) -> int: ...
+    @property
+    def timestamp(self) -> int: ...
+    @property
+    def key(self) -> bytes | None: ...
+    @property
+    def value(self) -> bytes | None: ...
+
+
+class PredictionRow(NamedTuple):
+    prediction_id: UUID
+    join_key: str
+    ts: datetime
+    episode_id: UUID | None
+    application: str
+    model: str | None
+    inputs: str
+    outputs: str
+    tags: str
+    ingested_at: datetime
+
+
+class FeedbackRow(NamedTuple):
+    feedback_id: UUID
+    join_key: str
+    ts: datetime
+    metric: str
+    metric_type: str
+    target_kind: str
+    target_prediction_id: UUID | None
+    target_join_key: str | None
+    target_episode_id: UUID | None
+    target_id_time: datetime | None
+    value_bool: bool | None
+    value_float: float | None
+    value_text: str | None
+    value_json: str | None
+    error_code: str | None
+    error_message: str | None
+    rationale: str | None
+    source_type: str | None
+    source_id: str | None
+    tags: str
+    metadata: str
+    ingested_at: datetime
+
+
+class DeadLetter(NamedTuple):
+    topic: str
+    kafka_partition: int
+    kafka_offset: int
+    kafka_ts: datetime
+    message_key: bytes | None
+    payload: bytes
+    error_field: str
+    reason: str
+    received_at: datetime
+
+
+@dataclass
+class DecodedBatch:
+    predictions: list[PredictionRow] = field(default_factory=list)
+    feedback: list[FeedbackRow] = field(default_factory=list)
+    dead_letters: list[DeadLetter] = field(default_factory=list)
+
+
+_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+
+
+def _uuid7_time(value: UUID) -> datetime | None:
+    if value.version != 7:
+        return None
+    return datetime.fromtimestamp((value.int >> 80) / 1000, tz=UTC)
+
+
+def _validation_reason(exc: ValidationError) -> tuple[str, str]:
+    errors = exc.errors(include_url=False, include_input=False)
+    first = errors[0]
+    if first["type"] == "json_invalid":
+        return "(payload)", f"invalid JSON: {first['msg']}"
+    parts = []
+    for err in errors[:5]:
+        where = ".".join(str(p) for p in err["loc"]) or "(event)"
+        parts.append(f"{where}: {err['msg']}")
+    more = f" (+{len(errors) - 5} more)" if len(errors) > 5 else ""
+    head = ".".join(str(p) for p in first["loc"]) or "(event)"
+    return head, "; ".join(parts) + more
+
+
+class Decoder:
+    """Turns records of the two input topics into rows; the clock and config are injected."""
+
+    def __init__(self, registry: MetricRegistry, topics: TopicNames) -> None:
+        self.registry = registry
+        self.topics = topics
+        self.retention = registry.pipeline.retention
+
+    def decode(self, records: Iterable[KafkaRecord], now: datetime) -> DecodedBatch:
+        batch = DecodedBatch()
+        oldest = now - self.retention
+        newest = now + MAX_FUTURE_SKEW
+        predictions_topic, feedback_topic = self.topics.predictions, self.topics.feedback
+        for record in records:
+            kafka_ts = datetime.fromtimestamp(record.timestamp / 1000, tz=UTC)
+            try:
+                if record.value is None:
+                    raise FieldError("(payload)", "empty message (tombstone)")
+                if record.topic == predictions_topic:
+                    prediction = self._prediction(record.value, kafka_ts, now)
+                    self._check_time(prediction.ts, oldest, newest)
+                    batch.predictions.append(prediction)
+                elif record.topic == feedback_topic:
+                    feedback = self._feedback(record.value, kafka_ts, now)
+                    self._check_time(feedback.ts, oldest, newest)
+                    batch.feedback.append(feedback)
+                else:
+                    raise FieldError("(topic)", f"not an input topic: {record.topic}")
+            except ValidationError as exc:
+                where, reason = _validation_reason(exc)
+                batch.dead_letters.append(self._dead(record, kafka_ts, now, where, reason))
+            except FieldError as exc:
+                batch.dead_letters.append(
+                    self._dead(record, kafka_ts, now, exc.field, exc.reason))
+        return batch
+
+    def _check_time(self, ts: datetime, oldest: datetime, newest: datetime) -> None:
+        if ts < oldest:
+            raise FieldError(
+                "timestamp", f"{ts.isoformat()} is older than the {_days(self.retention)} retention"
+            )
+        if ts > newest:
+            raise FieldError("timestamp", f"{ts.isoformat()} is more than 1 day in the future")
+
+    def _prediction(self, payload: bytes, kafka_ts: datetime, now: datetime) -> PredictionRow:
+        event = Prediction.model_validate_json(payload)
+        return PredictionRow(
+            event.prediction_id,
+            event.effective_join_key,
+            event.timestamp or kafka_ts,
+            event.episode_id,
+            event.application,
+            event.model,
+            _dumps(event.inputs),
+            _dumps(event.outputs),
+            _dumps(event.tags),
+            now,
+        )
+
+    def _feedback(self, payload: bytes, kafka_ts: datetime, now: datetime) -> FeedbackRow:
+        event = Feedback.model_validate_json(payload)
+        metric, value = self.registry.check(event)
+        error, source = event.error, event.source
+        return FeedbackRow(
+            event.feedback_id,
+            event.target,
+            event.timestamp or kafka_ts,
+            event.metric,
+            metric.type,
+            event.target_kind,
+            event.prediction_id,
+            event.join_key,
+            event.episode_id,
+            _uuid7_time(event.prediction_id) if event.prediction_id is not None else None,
+            value.boolean,
+            value.number,
+            value.text,
+            None if value.json is None else _dumps(value.json),
+            error.code if error else None,
+            error.message if error else None,
+            event.rationale,
+            source.type if source else None,
+            source.id if source else None,
+            _dumps(event.tags),
+            _dumps(event.metadata),
+            now,
+        )
+
+    @staticmethod
+    def _dead(record: KafkaRecord, kafka_ts: datetime, now: datetime, where: str,
+              reason: str) -> DeadLetter:
+        return DeadLetter(record.topic, record.partition, record.offset, kafka_ts, record.key,
+                          record.value or b"", where, reason, now)
+
+
+def _days(delta: timedelta) -> str:
+    return f"{delta.days}d" if delta.days and not delta.seconds else f"{delta.total_seconds():g}s"
+
