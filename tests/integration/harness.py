@@ -1,0 +1,106 @@
+"""Runs real workers against the session's broker and a test's database, and waits on Postgres."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from datetime import timedelta
+from typing import Any
+
+import asyncpg
+
+from ingest.metric_config import MetricRegistry, registry_from_mapping
+from ingest.producer import FeedbackflowProducer
+from ingest.settings import Settings
+from ingest.topics import TopicNames, create_topics
+from workers.clock import ShiftedClock
+from workers.worker import Worker
+
+TEST_METRICS: dict[str, Any] = {
+    "pipeline": {"window": "1s", "retention": "90d", "max_window_events": 5000},
+    "metrics": {
+        "haiku_rating": {"type": "boolean", "level": "inference", "optimize": "max"},
+        "haiku_score": {"type": "float", "min": 1, "max": 5},
+        "tone": {"type": "categorical", "categories": ["formal", "casual"]},
+        "task_success": {"type": "boolean", "level": "episode"},
+        "judge_verdict": {
+            "type": "json",
+            "schema": {"type": "object", "required": ["pass"],
+                       "properties": {"pass": {"type": "boolean"}}},
+        },
+    },
+}
+
+
+def metric_registry(**pipeline: Any) -> MetricRegistry:
+    document = {**TEST_METRICS, "pipeline": {**TEST_METRICS["pipeline"], **pipeline}}
+    return registry_from_mapping(document)
+
+
+def isolated_settings(bootstrap: str, database_url: str) -> Settings:
+    prefix = f"t{uuid.uuid4().hex[:10]}"
+    return Settings(kafka_bootstrap=bootstrap, database_url=database_url, topic_prefix=prefix,
+                    consumer_group=f"{prefix}-group", http_port=0, kafka_idempotence=False)
+
+
+async def make_topics(settings: Settings, partitions: int = 2) -> TopicNames:
+    topics = TopicNames(settings.topic_prefix)
+    await create_topics(settings.kafka_bootstrap, topics, partitions=partitions)
+    return topics
+
+
+@asynccontextmanager
+async def running_worker(settings: Settings, registry: MetricRegistry,
+                         clock: ShiftedClock | None = None) -> AsyncIterator[Worker]:
+    worker = Worker(settings, registry, clock=clock or ShiftedClock())
+    task = asyncio.create_task(worker.run(), name="worker")
+    try:
+        yield worker
+    finally:
+        worker.stopping.set()
+        await asyncio.wait_for(task, timeout=30)
+
+
+@asynccontextmanager
+async def producer(settings: Settings, registry: MetricRegistry | None = None
+                   ) -> AsyncIterator[FeedbackflowProducer]:
+    async with FeedbackflowProducer(settings.kafka_bootstrap,
+                                    topics=TopicNames(settings.topic_prefix),
+                                    registry=registry,
+                                    idempotent=settings.kafka_idempotence) as p:
+        yield p
+
+
+async def wait_until(check: Callable[[], Awaitable[bool]], timeout: float = 30.0,
+                     what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if await check():
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+async def count(db: asyncpg.Connection, sql: str, *args: Any) -> int:
+    value = await db.fetchval(sql, *args)
+    return int(value or 0)
+
+
+async def wait_for_count(db: asyncpg.Connection, sql: str, expected: int, *args: Any,
+                         timeout: float = 30.0) -> None:
+    last: list[int] = []
+
+    async def check() -> bool:
+        last[:] = [await count(db, sql, *args)]
+        return last[0] >= expected
+
+    try:
+        await wait_until(check, timeout, what=f"{sql!r} to reach {expected}")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc} (last value {last})") from None
+
+
+ONE_DAY = timedelta(days=1)

@@ -1,0 +1,191 @@
+"""The worker's hot path: fetch a batch → decode → buffer a window → write to Postgres → commit.
+
+Offsets are committed here, explicitly, and only after the window's transaction has committed
+(arroyo's ``CommitOffsets`` as the last step; quixstreams' "sinks flush, then offsets").  Nothing
+is acknowledged implicitly: a crash at any point replays from the last committed offsets, and the
+idempotent sink turns the replay into a no-op.
+
+Per event there is one ``model_validate_json`` and a few dict operations; the awaits (fetch,
+transaction, commit) are per batch and per window.  The window's size cap bounds memory: when it
+is full the loop writes before it fetches again, which is the back-pressure.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any
+
+import asyncpg
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
+
+from workers.clock import Clock
+from workers.decode import Decoder
+from workers.postgres_sink import PostgresSink, WindowOutcome
+from workers.telemetry import WorkerTelemetry
+from workers.window import WindowBuffer, WindowContents
+
+log = logging.getLogger("feedbackflow.worker")
+
+# Retried by class, never by message text: the connection went away, or Postgres asks us to retry.
+RETRYABLE = (
+    OSError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.SerializationError,
+    asyncpg.DeadlockDetectedError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.AdminShutdownError,
+)
+FETCH_MAX_RECORDS = 10_000
+
+DeadLetterPublisher = Callable[[WindowContents], Awaitable[None]]
+
+
+class _FlushOnRevoke(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, pipeline: WindowedJoin) -> None:
+        self.pipeline = pipeline
+
+    async def on_partitions_revoked(self, revoked: Iterable[TopicPartition]) -> None:
+        # Write what we hold before the partitions move, so the new owner starts after it.
+        await self.pipeline.flush(reason="rebalance")
+
+    async def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
+        return None
+
+
+class WindowedJoin:
+    def __init__(
+        self,
+        consumer: AIOKafkaConsumer,
+        topics: Iterable[str],
+        sink_connect: Callable[[], Awaitable[PostgresSink]],
+        decoder: Decoder,
+        window: WindowBuffer,
+        clock: Clock,
+        telemetry: WorkerTelemetry,
+        publish_dead_letters: DeadLetterPublisher | None = None,
+        max_write_attempts: int = 8,
+    ) -> None:
+        self.consumer = consumer
+        self.topics = tuple(topics)
+        self.sink_connect = sink_connect
+        self.decoder = decoder
+        self.window = window
+        self.clock = clock
+        self.telemetry = telemetry
+        self.publish_dead_letters = publish_dead_letters
+        self.max_write_attempts = max_write_attempts
+        self.sink: PostgresSink | None = None
+        self.last_progress = time.monotonic()
+        self.last_outcome: WindowOutcome | None = None
+        self._lock = asyncio.Lock()
+
+    def subscribe(self) -> None:
+        self.consumer.subscribe(list(self.topics), listener=_FlushOnRevoke(self))
+
+    async def run(self, stopping: asyncio.Event) -> None:
+        """Consume until ``stopping`` is set; then write and commit what is buffered."""
+        consumed = self.telemetry.events_consumed
+        while not stopping.is_set():
+            room = self.window.room()
+            batches: dict[Any, list[Any]] = {}
+            if room:
+                timeout = self.window.seconds_left() if self.window.events else 0.5
+                batches = await self.consumer.getmany(
+                    timeout_ms=int(min(timeout, 0.5) * 1000) or 1,
+                    max_records=min(room, FETCH_MAX_RECORDS),
+                )
+            self.last_progress = time.monotonic()
+            if batches:
+                async with self._lock:
+                    records = [r for part in batches.values() for r in part]
+                    decoded = self.decoder.decode(records, self.clock.now())
+                    self.window.add(decoded, {tp: part[-1].offset + 1
+                                              for tp, part in batches.items() if part})
+                for tp, part in batches.items():
+                    consumed.labels(tp.topic).inc(len(part))
+            if self.window.due():
+                await self.flush(reason="window")
+        await self.flush(reason="shutdown")
+
+    async def flush(self, reason: str) -> WindowOutcome | None:
+        async with self._lock:
+            if not self.window.due() and reason == "window":
+                return None
+            contents = self.window.drain()
+            if not contents.next_offsets:
+                return None
+            started = time.perf_counter()
+            outcome = await self._write(contents)
+            if self.publish_dead_letters is not None and contents.dead_letters:
+                await self.publish_dead_letters(contents)
+            await self._commit(contents)
+            self._observe(contents, outcome, time.perf_counter() - started)
+            self.last_outcome = outcome
+            return outcome
+
+    async def _write(self, contents: WindowContents) -> WindowOutcome:
+        delay = 0.2
+        for attempt in range(1, self.max_write_attempts + 1):
+            try:
+                if self.sink is None:
+                    self.sink = await self.sink_connect()
+                return await self.sink.write(contents, self.clock.now())
+            except RETRYABLE as exc:
+                self.telemetry.windows.labels("retried").inc()
+                if attempt == self.max_write_attempts:
+                    self.telemetry.windows.labels("failed").inc()
+                    raise
+                log.warning("window write failed (attempt %d): %r; retrying in %.1fs",
+                            attempt, exc, delay)
+                await self._drop_sink()
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _drop_sink(self) -> None:
+        sink, self.sink = self.sink, None
+        if sink is not None:
+            try:
+                await sink.conn.close(timeout=2)
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError,
+                    asyncio.TimeoutError):
+                sink.conn.terminate()
+
+    async def _commit(self, contents: WindowContents) -> None:
+        try:
+            await self.consumer.commit(contents.next_offsets)
+        except (CommitFailedError, IllegalStateError) as exc:
+            # The group moved on (rebalance): the rows are in Postgres and the new owner's replay
+            # of this window inserts nothing new. Nothing is lost and nothing duplicated.
+            log.warning("offset commit refused after a rebalance: %r", exc)
+            self.telemetry.windows.labels("commit_refused").inc()
+            return
+        except KafkaError:
+            self.telemetry.windows.labels("commit_failed").inc()
+            raise
+        self.telemetry.last_commit.set(time.time())
+
+    def _observe(self, contents: WindowContents, outcome: WindowOutcome, seconds: float) -> None:
+        t = self.telemetry
+        t.windows.labels("written").inc()
+        t.window_events.observe(contents.events)
+        t.window_write_seconds.observe(seconds)
+        t.predictions_written.inc(outcome.predictions_inserted)
+        t.feedback_written.inc(outcome.feedback_inserted)
+        for status, count in outcome.resolved.items():
+            reason = "prediction_past_retention" if status == "expired" else ""
+            t.feedback_resolved.labels(status, reason).inc(count)
+        t.feedback_resolved.labels("expired", "no_prediction_within_retention").inc(
+            outcome.expired_unmatched)
+        for dead in contents.dead_letters:
+            t.dead_letters.labels(dead.topic, dead.error_field).inc()
+        for tp, next_offset in contents.next_offsets.items():
+            highwater = self.consumer.highwater(tp)
+            if highwater is not None:
+                t.consumer_lag.labels(tp.topic, str(tp.partition)).set(
+                    max(highwater - next_offset, 0))

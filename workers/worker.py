@@ -1,0 +1,148 @@
+"""Assembles one worker: Kafka consumer, decoder, window, Postgres sink, dead-letter topic,
+retention timer and the ``/metrics`` + ``/health`` endpoints.  ``Worker`` owns their lifecycles;
+the process host (``workers.app``) only starts and stops it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from dataclasses import dataclass, field
+
+import asyncpg
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+from ingest.metric_config import MetricRegistry
+from ingest.settings import Settings
+from ingest.topics import TopicNames, create_topics
+from workers.clock import Clock, SystemClock
+from workers.decode import Decoder
+from workers.migrate import migrate
+from workers.pipeline import WindowedJoin
+from workers.postgres_sink import PostgresSink
+from workers.retention import apply_retention
+from workers.telemetry import WorkerTelemetry
+from workers.window import WindowBuffer, WindowContents
+
+log = logging.getLogger("feedbackflow.worker")
+
+RETENTION_EVERY_SECONDS = 3600.0
+
+
+@dataclass
+class Worker:
+    settings: Settings
+    registry: MetricRegistry
+    clock: Clock = field(default_factory=SystemClock)
+    telemetry: WorkerTelemetry = field(default_factory=WorkerTelemetry)
+    retention_every: float = RETENTION_EVERY_SECONDS
+    stopping: asyncio.Event = field(default_factory=asyncio.Event)
+    pipeline: WindowedJoin | None = None
+    started_at: float = field(default_factory=time.monotonic)
+    _dead_letter_producer: AIOKafkaProducer | None = None
+
+    @property
+    def topics(self) -> TopicNames:
+        return TopicNames(self.settings.topic_prefix)
+
+    async def _connect_sink(self) -> PostgresSink:
+        conn = await asyncpg.connect(self.settings.database_url)
+        pipeline = self.registry.pipeline
+        return PostgresSink(conn, retention=pipeline.retention, window=pipeline.window)
+
+    async def _publish_dead_letters(self, contents: WindowContents) -> None:
+        """Mirror dead letters to the dead-letter topic (after the Postgres commit: the table is
+        the record; the topic is for alerting and replay tools, at least once)."""
+        producer = self._dead_letter_producer
+        if producer is None:
+            return
+        futures = [
+            await producer.send(
+                self.topics.dead_letter, value=d.payload, key=d.message_key,
+                headers=[("feedbackflow-error-field", d.error_field.encode()),
+                         ("feedbackflow-reason", d.reason.encode()[:4096]),
+                         ("feedbackflow-source", f"{d.topic}/{d.kafka_partition}/"
+                                                 f"{d.kafka_offset}".encode())])
+            for d in contents.dead_letters
+        ]
+        await asyncio.gather(*futures)
+
+    def healthy(self) -> tuple[bool, str]:
+        """Healthy while the consume loop turns; a loop stuck for a minute is not."""
+        if self.pipeline is None:
+            return False, "starting"
+        stalled = time.monotonic() - self.pipeline.last_progress
+        if stalled > 60:
+            return False, f"consume loop has not turned for {stalled:.0f}s"
+        return True, "ok"
+
+    async def run(self) -> None:
+        settings, pipeline_config = self.settings, self.registry.pipeline
+        conn = await asyncpg.connect(settings.database_url)
+        try:
+            await migrate(conn)
+        finally:
+            await conn.close()
+        await create_topics(settings.kafka_bootstrap, self.topics)
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=settings.kafka_bootstrap,
+            group_id=settings.consumer_group,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            max_partition_fetch_bytes=4 * 1024 * 1024,
+            fetch_max_bytes=32 * 1024 * 1024,
+            # The loop may spend a whole window write between fetches.
+            max_poll_interval_ms=600_000,
+        )
+        producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap,
+                                    enable_idempotence=settings.kafka_idempotence,
+                                    acks="all", linger_ms=5)
+        window = WindowBuffer(
+            length_seconds=pipeline_config.window.total_seconds(),
+            max_events=pipeline_config.max_window_events,
+            monotonic=time.monotonic,
+        )
+        self.pipeline = WindowedJoin(
+            consumer=consumer,
+            topics=self.topics.inputs,
+            sink_connect=self._connect_sink,
+            decoder=Decoder(self.registry, self.topics),
+            window=window,
+            clock=self.clock,
+            telemetry=self.telemetry,
+            publish_dead_letters=self._publish_dead_letters,
+        )
+        await producer.start()
+        self._dead_letter_producer = producer
+        self.pipeline.subscribe()
+        await consumer.start()
+        retention_task = asyncio.create_task(self._retention_loop(), name="retention")
+        try:
+            await self.pipeline.run(self.stopping)
+        finally:
+            retention_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await retention_task
+            await consumer.stop()
+            await producer.stop()
+            if self.pipeline.sink is not None:
+                await self.pipeline.sink.conn.close()
+
+    async def _retention_loop(self) -> None:
+        while True:
+            try:
+                conn = await asyncpg.connect(self.settings.database_url)
+                try:
+                    result = await apply_retention(
+                        conn, self.registry.pipeline.retention, self.clock.now())
+                finally:
+                    await conn.close()
+                for name in result.dropped:
+                    self.telemetry.partitions_dropped.labels(name.rsplit("_p", 1)[0]).inc()
+                if result.dropped:
+                    log.info("retention dropped %s", ", ".join(result.dropped))
+            except (OSError, asyncpg.PostgresError) as exc:
+                log.warning("retention run failed, will retry: %r", exc)
+            await asyncio.sleep(self.retention_every)
