@@ -22,6 +22,7 @@ from pydantic import (
     ConfigDict,
     Field,
     JsonValue,
+    WithJsonSchema,
     model_validator,
 )
 
@@ -44,6 +45,14 @@ def _epoch_millis_to_datetime(value: Any) -> Any:
 Timestamp = Annotated[
     AwareDatetime,
     BeforeValidator(_epoch_millis_to_datetime),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "string", "format": "date-time"},
+                {"type": "number", "description": "epoch milliseconds"},
+            ],
+        }
+    ),
     Field(
         description="RFC 3339 with a UTC offset, or epoch milliseconds. "
         "Default: the time the event reached Kafka."
@@ -146,8 +155,7 @@ class Feedback(_WireModel):
         if len(targets) != 1:
             found = ", ".join(targets) if targets else "none"
             raise ValueError(
-                "exactly one of prediction_id, join_key, episode_id is required "
-                f"(found: {found})"
+                f"exactly one of prediction_id, join_key, episode_id is required (found: {found})"
             )
         if (self.value is None) == (self.error is None):
             raise ValueError("exactly one of value and error is required")

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, Literal, cast
+from typing import Any, Literal
 
 import jsonschema
 from jsonschema.protocols import Validator
@@ -24,11 +24,18 @@ from ingest.events import Feedback, TargetKind
 MetricType = Literal["boolean", "float", "categorical", "comment", "demonstration", "json"]
 Level = Literal["prediction", "episode"]
 METRIC_TYPES: tuple[MetricType, ...] = (
-    "boolean", "float", "categorical", "comment", "demonstration", "json",
+    "boolean",
+    "float",
+    "categorical",
+    "comment",
+    "demonstration",
+    "json",
 )
 BUILTIN_METRICS = ("comment", "demonstration")
 _LEVEL_ALIASES: dict[str, Level] = {
-    "prediction": "prediction", "inference": "prediction", "episode": "episode",
+    "prediction": "prediction",
+    "inference": "prediction",
+    "episode": "episode",
 }
 # Which feedback targets a level admits: a join key names one prediction, like its id.
 LEVEL_TARGETS: dict[Level, frozenset[TargetKind]] = {
@@ -191,15 +198,19 @@ def _metric_from_table(name: str, table: Mapping[str, Any]) -> Metric:
         raise ConfigError(f"{where} optimize: must be 'max' or 'min', got {optimize!r}")
     minimum, maximum = table.get("min"), table.get("max")
     for key, bound in (("min", minimum), ("max", maximum)):
-        if bound is not None and (mtype != "float" or isinstance(bound, bool)
-                                  or not isinstance(bound, int | float)):
+        if bound is not None and (
+            mtype != "float" or isinstance(bound, bool) or not isinstance(bound, int | float)
+        ):
             raise ConfigError(f"{where} {key}: only a float metric takes numeric bounds")
     if minimum is not None and maximum is not None and minimum > maximum:
         raise ConfigError(f"{where}: min {minimum} is greater than max {maximum}")
     categories = table.get("categories")
     if mtype == "categorical":
-        if (not isinstance(categories, list) or not categories
-                or not all(isinstance(c, str) for c in categories)):
+        if (
+            not isinstance(categories, list)
+            or not categories
+            or not all(isinstance(c, str) for c in categories)
+        ):
             raise ConfigError(f"{where} categories: a categorical metric needs a list of strings")
         if len(set(categories)) != len(categories):
             raise ConfigError(f"{where} categories: duplicates in {categories}")
@@ -214,10 +225,10 @@ def _metric_from_table(name: str, table: Mapping[str, Any]) -> Metric:
             raise ConfigError(f"{where} schema: must be a JSON Schema object")
         cls = jsonschema.validators.validator_for(schema)
         try:
-            cls.check_schema(schema)
+            cls.check_schema(dict(schema))
         except jsonschema.SchemaError as exc:
             raise ConfigError(f"{where} schema: not a valid JSON Schema: {exc.message}") from None
-        validator = cast(Validator, cls(schema))
+        validator = cls(dict(schema))
     return Metric(
         name=name,
         type=mtype,

@@ -106,26 +106,39 @@ class FeedbackflowProducer:
         await self.start()
         return self
 
-    async def __aexit__(self, exc_type: type[BaseException] | None,
-                        exc: BaseException | None, tb: TracebackType | None) -> None:
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         await self.close()
 
     async def flush(self) -> None:
         await self._producer.flush()
 
-    async def log_prediction(self, *, application: str, inputs: Mapping[str, Any] | None = None,
-                             outputs: Mapping[str, Any] | None = None,
-                             **fields: Any) -> Prediction:
-        event = build_prediction(application=application, inputs=dict(inputs or {}),
-                                 outputs=dict(outputs or {}), **fields)
-        await self.send_raw(self.topics.predictions, event.effective_join_key,
-                            event.model_dump_json().encode())
+    async def log_prediction(
+        self,
+        *,
+        application: str,
+        inputs: Mapping[str, Any] | None = None,
+        outputs: Mapping[str, Any] | None = None,
+        **fields: Any,
+    ) -> Prediction:
+        event = build_prediction(
+            application=application,
+            inputs=dict(inputs or {}),
+            outputs=dict(outputs or {}),
+            **fields,
+        )
+        await self.send_raw(
+            self.topics.predictions, event.effective_join_key, event.model_dump_json().encode()
+        )
         return event
 
     async def log_feedback(self, *, metric: str, **fields: Any) -> Feedback:
         event = build_feedback(self.registry, metric=metric, **fields)
-        await self.send_raw(self.topics.feedback, event.target,
-                            event.model_dump_json().encode())
+        await self.send_raw(self.topics.feedback, event.target, event.model_dump_json().encode())
         return event
 
     async def send_raw(self, topic: str, key: str | bytes | None, value: bytes) -> None:

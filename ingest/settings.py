@@ -41,8 +41,6 @@ class Settings(BaseModel):
     def load(cls, env: Mapping[str, str] | None = None, **flags: Any) -> Settings:
         """Environment over defaults, flags (those not None) over both."""
         env = os.environ if env is None else env
-        values: dict[str, Any] = {
-            name: env[var] for name, var in ENV_VARS.items() if env.get(var)
-        }
+        values: dict[str, Any] = {name: env[var] for name, var in ENV_VARS.items() if env.get(var)}
         values.update({k: v for k, v in flags.items() if v is not None})
         return cls.model_validate(values)

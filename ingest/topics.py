@@ -1,4 +1,7 @@
-"""Topic names and their creation: both input topics get the same partition count (co-partitioned)."""
+"""Topic names and their creation: both input topics get the same partition count.
+
+Co-partitioned topics put a prediction and its feedback on the same partition number.
+"""
 
 from __future__ import annotations
 
@@ -29,8 +32,9 @@ class TopicNames:
         return (self.predictions, self.feedback)
 
 
-async def create_topics(bootstrap: str, topics: TopicNames, partitions: int = 4,
-                        replication_factor: int = 1) -> list[str]:
+async def create_topics(
+    bootstrap: str, topics: TopicNames, partitions: int = 4, replication_factor: int = 1
+) -> list[str]:
     """Create the three topics if missing; return the names created now."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()

@@ -46,8 +46,10 @@ class PostgresServer:
 
 @pytest.fixture(scope="session")
 async def postgres() -> AsyncIterator[PostgresServer]:
-    candidates = [os.environ.get("FEEDBACKFLOW_DATABASE_URL", ""),
-                  "postgresql://postgres@127.0.0.1:5432/postgres"]
+    candidates = [
+        os.environ.get("FEEDBACKFLOW_DATABASE_URL", ""),
+        "postgresql://postgres@127.0.0.1:5432/postgres",
+    ]
     admin_url = None
     for candidate in candidates:
         if candidate and await postgres_answers(candidate):
@@ -69,7 +71,8 @@ async def postgres() -> AsyncIterator[PostgresServer]:
         conn = await asyncpg.connect(admin_url)
         try:
             rows = await conn.fetch(
-                "SELECT datname FROM pg_database WHERE datname LIKE $1", f"ff_{os.getpid()}_%")
+                "SELECT datname FROM pg_database WHERE datname LIKE $1", f"ff_{os.getpid()}_%"
+            )
             for row in rows:
                 await conn.execute(f'DROP DATABASE IF EXISTS "{row["datname"]}" WITH (FORCE)')
             await conn.execute(f'DROP DATABASE IF EXISTS "{TEMPLATE}" WITH (FORCE)')

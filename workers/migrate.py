@@ -41,8 +41,10 @@ async def migrate(conn: asyncpg.Connection) -> list[Migration]:
             " version integer PRIMARY KEY, name text NOT NULL,"
             " applied_at timestamptz NOT NULL DEFAULT now())"
         )
-        done = {r["version"] for r in await conn.fetch(
-            "SELECT version FROM public.feedbackflow_migrations")}
+        done = {
+            r["version"]
+            for r in await conn.fetch("SELECT version FROM public.feedbackflow_migrations")
+        }
         for migration in available_migrations():
             if migration.version in done:
                 continue
@@ -50,7 +52,8 @@ async def migrate(conn: asyncpg.Connection) -> list[Migration]:
                 await conn.execute(migration.sql)
                 await conn.execute(
                     "INSERT INTO public.feedbackflow_migrations (version, name) VALUES ($1, $2)",
-                    migration.version, migration.name,
+                    migration.version,
+                    migration.name,
                 )
             applied_now.append(migration)
     finally:

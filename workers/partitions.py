@@ -37,8 +37,11 @@ class PartitionCatalog:
                 try:
                     await conn.execute(_create_sql(table, day))
                     break
-                except (asyncpg.DuplicateTableError, asyncpg.UniqueViolationError,
-                        asyncpg.DeadlockDetectedError):
+                except (
+                    asyncpg.DuplicateTableError,
+                    asyncpg.UniqueViolationError,
+                    asyncpg.DeadlockDetectedError,
+                ):
                     # Another worker created it at the same moment; IF NOT EXISTS now holds.
                     if attempt == 4:
                         raise

@@ -104,8 +104,9 @@ class WindowedJoin:
                 async with self._lock:
                     records = [r for part in batches.values() for r in part]
                     decoded = self.decoder.decode(records, self.clock.now())
-                    self.window.add(decoded, {tp: part[-1].offset + 1
-                                              for tp, part in batches.items() if part})
+                    self.window.add(
+                        decoded, {tp: part[-1].offset + 1 for tp, part in batches.items() if part}
+                    )
                 for tp, part in batches.items():
                     consumed.labels(tp.topic).inc(len(part))
             if self.window.due():
@@ -140,8 +141,9 @@ class WindowedJoin:
                 if attempt == self.max_write_attempts:
                     self.telemetry.windows.labels("failed").inc()
                     raise
-                log.warning("window write failed (attempt %d): %r; retrying in %.1fs",
-                            attempt, exc, delay)
+                log.warning(
+                    "window write failed (attempt %d): %r; retrying in %.1fs", attempt, exc, delay
+                )
                 await self._drop_sink()
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 10.0)
@@ -152,8 +154,7 @@ class WindowedJoin:
         if sink is not None:
             try:
                 await sink.conn.close(timeout=2)
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError,
-                    asyncio.TimeoutError):
+            except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
                 sink.conn.terminate()
 
     async def _commit(self, contents: WindowContents) -> None:
@@ -181,11 +182,13 @@ class WindowedJoin:
             reason = "prediction_past_retention" if status == "expired" else ""
             t.feedback_resolved.labels(status, reason).inc(count)
         t.feedback_resolved.labels("expired", "no_prediction_within_retention").inc(
-            outcome.expired_unmatched)
+            outcome.expired_unmatched
+        )
         for dead in contents.dead_letters:
             t.dead_letters.labels(dead.topic, dead.error_field).inc()
         for tp, next_offset in contents.next_offsets.items():
             highwater = self.consumer.highwater(tp)
             if highwater is not None:
                 t.consumer_lag.labels(tp.topic, str(tp.partition)).set(
-                    max(highwater - next_offset, 0))
+                    max(highwater - next_offset, 0)
+                )

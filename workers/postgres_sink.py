@@ -45,10 +45,13 @@ class PostgresSink:
 
     async def _ensure_partitions(self, contents: WindowContents) -> None:
         conn = self.conn
-        await self.partitions.ensure(conn, "predictions", {day_of(p.ts) for p in contents.predictions})
+        await self.partitions.ensure(
+            conn, "predictions", {day_of(p.ts) for p in contents.predictions}
+        )
         await self.partitions.ensure(conn, "feedback", {day_of(f.ts) for f in contents.feedback})
         await self.partitions.ensure(
-            conn, "dead_letters", {day_of(d.kafka_ts) for d in contents.dead_letters})
+            conn, "dead_letters", {day_of(d.kafka_ts) for d in contents.dead_letters}
+        )
 
     async def write(self, contents: WindowContents, now: datetime) -> WindowOutcome:
         conn = self.conn
@@ -59,26 +62,33 @@ class PostgresSink:
         async with conn.transaction():
             if contents.predictions:
                 await conn.copy_records_to_table(
-                    "stage_predictions", records=contents.predictions,
-                    columns=join_sql.PREDICTION_COLUMNS)
+                    "stage_predictions",
+                    records=contents.predictions,
+                    columns=join_sql.PREDICTION_COLUMNS,
+                )
             if contents.feedback:
                 await conn.copy_records_to_table(
-                    "stage_feedback", records=contents.feedback,
-                    columns=join_sql.FEEDBACK_COLUMNS)
+                    "stage_feedback", records=contents.feedback, columns=join_sql.FEEDBACK_COLUMNS
+                )
             if contents.dead_letters:
                 await conn.copy_records_to_table(
-                    "stage_dead_letters", records=contents.dead_letters,
-                    columns=join_sql.DEAD_LETTER_COLUMNS)
+                    "stage_dead_letters",
+                    records=contents.dead_letters,
+                    columns=join_sql.DEAD_LETTER_COLUMNS,
+                )
             predictions = _count(await conn.execute(join_sql.INSERT_PREDICTIONS))
             feedback = _count(await conn.execute(join_sql.INSERT_FEEDBACK))
             await conn.execute(join_sql.GATHER_CANDIDATES, now - self.recheck)
             resolved = Counter(
-                r["status"] for r in await conn.fetch(
-                    join_sql.RESOLVE_CANDIDATES, self.retention, now))
-            resolved["expired"] += _count(await conn.execute(
-                join_sql.EXPIRE_PAST_RETENTION_BY_ID_TIME, self.retention, now))
-            unmatched = _count(await conn.execute(
-                join_sql.EXPIRE_UNMATCHED, now - self.retention, now))
+                r["status"]
+                for r in await conn.fetch(join_sql.RESOLVE_CANDIDATES, self.retention, now)
+            )
+            resolved["expired"] += _count(
+                await conn.execute(join_sql.EXPIRE_PAST_RETENTION_BY_ID_TIME, self.retention, now)
+            )
+            unmatched = _count(
+                await conn.execute(join_sql.EXPIRE_UNMATCHED, now - self.retention, now)
+            )
             dead = 0
             if contents.dead_letters:
                 dead = _count(await conn.execute(join_sql.INSERT_DEAD_LETTERS))

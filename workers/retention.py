@@ -22,8 +22,9 @@ class RetentionResult:
     dropped: list[str]
 
 
-async def apply_retention(conn: asyncpg.Connection, retention: timedelta,
-                          now: datetime) -> RetentionResult:
+async def apply_retention(
+    conn: asyncpg.Connection, retention: timedelta, now: datetime
+) -> RetentionResult:
     horizon = now - retention
     status = await conn.execute(join_sql.EXPIRE_UNMATCHED, horizon, now)
     expired = int(status.rsplit(" ", 1)[-1])

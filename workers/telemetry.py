@@ -12,33 +12,60 @@ class WorkerTelemetry:
         self.registry = registry or CollectorRegistry()
         r = self.registry
         self.events_consumed = Counter(
-            "feedbackflow_events_consumed", "Messages read from the input topics.", ["topic"],
-            registry=r)
+            "feedbackflow_events_consumed",
+            "Messages read from the input topics.",
+            ["topic"],
+            registry=r,
+        )
         self.dead_letters = Counter(
-            "feedbackflow_dead_letters", "Messages rejected to the dead-letter table and topic.",
-            ["topic", "field"], registry=r)
+            "feedbackflow_dead_letters",
+            "Messages rejected to the dead-letter table and topic.",
+            ["topic", "field"],
+            registry=r,
+        )
         self.predictions_written = Counter(
-            "feedbackflow_predictions_written", "New predictions stored (replays excluded).",
-            registry=r)
+            "feedbackflow_predictions_written",
+            "New predictions stored (replays excluded).",
+            registry=r,
+        )
         self.feedback_written = Counter(
-            "feedbackflow_feedback_written", "New feedback stored (replays excluded).", registry=r)
+            "feedbackflow_feedback_written", "New feedback stored (replays excluded).", registry=r
+        )
         self.feedback_resolved = Counter(
-            "feedbackflow_feedback_resolved", "Pending feedback that left pending, by status.",
-            ["status", "reason"], registry=r)
+            "feedbackflow_feedback_resolved",
+            "Pending feedback that left pending, by status.",
+            ["status", "reason"],
+            registry=r,
+        )
         self.windows = Counter(
-            "feedbackflow_windows", "Windows written, by outcome.", ["outcome"], registry=r)
+            "feedbackflow_windows", "Windows written, by outcome.", ["outcome"], registry=r
+        )
         self.window_events = Histogram(
-            "feedbackflow_window_events", "Events per written window.",
-            buckets=(10, 100, 1_000, 5_000, 10_000, 25_000, 50_000, 100_000), registry=r)
+            "feedbackflow_window_events",
+            "Events per written window.",
+            buckets=(10, 100, 1_000, 5_000, 10_000, 25_000, 50_000, 100_000),
+            registry=r,
+        )
         self.window_write_seconds = Histogram(
-            "feedbackflow_window_write_seconds", "Time to write one window to Postgres.",
-            buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30), registry=r)
+            "feedbackflow_window_write_seconds",
+            "Time to write one window to Postgres.",
+            buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+            registry=r,
+        )
         self.last_commit = Gauge(
             "feedbackflow_last_commit_timestamp_seconds",
-            "Unix time of the last Kafka offset commit.", registry=r)
+            "Unix time of the last Kafka offset commit.",
+            registry=r,
+        )
         self.consumer_lag = Gauge(
-            "feedbackflow_consumer_lag", "Messages behind the end of each input partition.",
-            ["topic", "partition"], registry=r)
+            "feedbackflow_consumer_lag",
+            "Messages behind the end of each input partition.",
+            ["topic", "partition"],
+            registry=r,
+        )
         self.partitions_dropped = Counter(
-            "feedbackflow_partitions_dropped", "Day partitions dropped by retention.", ["table"],
-            registry=r)
+            "feedbackflow_partitions_dropped",
+            "Day partitions dropped by retention.",
+            ["table"],
+            registry=r,
+        )

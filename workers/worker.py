@@ -60,11 +60,18 @@ class Worker:
             return
         futures = [
             await producer.send(
-                self.topics.dead_letter, value=d.payload, key=d.message_key,
-                headers=[("feedbackflow-error-field", d.error_field.encode()),
-                         ("feedbackflow-reason", d.reason.encode()[:4096]),
-                         ("feedbackflow-source", f"{d.topic}/{d.kafka_partition}/"
-                                                 f"{d.kafka_offset}".encode())])
+                self.topics.dead_letter,
+                value=d.payload,
+                key=d.message_key,
+                headers=[
+                    ("feedbackflow-error-field", d.error_field.encode()),
+                    ("feedbackflow-reason", d.reason.encode()[:4096]),
+                    (
+                        "feedbackflow-source",
+                        f"{d.topic}/{d.kafka_partition}/{d.kafka_offset}".encode(),
+                    ),
+                ],
+            )
             for d in contents.dead_letters
         ]
         await asyncio.gather(*futures)
@@ -96,9 +103,12 @@ class Worker:
             # The loop may spend a whole window write between fetches.
             max_poll_interval_ms=600_000,
         )
-        producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap,
-                                    enable_idempotence=settings.kafka_idempotence,
-                                    acks="all", linger_ms=5)
+        producer = AIOKafkaProducer(
+            bootstrap_servers=settings.kafka_bootstrap,
+            enable_idempotence=settings.kafka_idempotence,
+            acks="all",
+            linger_ms=5,
+        )
         window = WindowBuffer(
             length_seconds=pipeline_config.window.total_seconds(),
             max_events=pipeline_config.max_window_events,
@@ -136,7 +146,8 @@ class Worker:
                 conn = await asyncpg.connect(self.settings.database_url)
                 try:
                     result = await apply_retention(
-                        conn, self.registry.pipeline.retention, self.clock.now())
+                        conn, self.registry.pipeline.retention, self.clock.now()
+                    )
                 finally:
                     await conn.close()
                 for name in result.dropped:

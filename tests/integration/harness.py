@@ -28,8 +28,11 @@ TEST_METRICS: dict[str, Any] = {
         "task_success": {"type": "boolean", "level": "episode"},
         "judge_verdict": {
             "type": "json",
-            "schema": {"type": "object", "required": ["pass"],
-                       "properties": {"pass": {"type": "boolean"}}},
+            "schema": {
+                "type": "object",
+                "required": ["pass"],
+                "properties": {"pass": {"type": "boolean"}},
+            },
         },
     },
 }
@@ -42,8 +45,14 @@ def metric_registry(**pipeline: Any) -> MetricRegistry:
 
 def isolated_settings(bootstrap: str, database_url: str) -> Settings:
     prefix = f"t{uuid.uuid4().hex[:10]}"
-    return Settings(kafka_bootstrap=bootstrap, database_url=database_url, topic_prefix=prefix,
-                    consumer_group=f"{prefix}-group", http_port=0, kafka_idempotence=False)
+    return Settings(
+        kafka_bootstrap=bootstrap,
+        database_url=database_url,
+        topic_prefix=prefix,
+        consumer_group=f"{prefix}-group",
+        http_port=0,
+        kafka_idempotence=False,
+    )
 
 
 async def make_topics(settings: Settings, partitions: int = 2) -> TopicNames:
@@ -53,8 +62,9 @@ async def make_topics(settings: Settings, partitions: int = 2) -> TopicNames:
 
 
 @asynccontextmanager
-async def running_worker(settings: Settings, registry: MetricRegistry,
-                         clock: ShiftedClock | None = None) -> AsyncIterator[Worker]:
+async def running_worker(
+    settings: Settings, registry: MetricRegistry, clock: ShiftedClock | None = None
+) -> AsyncIterator[Worker]:
     worker = Worker(settings, registry, clock=clock or ShiftedClock())
     task = asyncio.create_task(worker.run(), name="worker")
     try:
@@ -65,23 +75,27 @@ async def running_worker(settings: Settings, registry: MetricRegistry,
 
 
 @asynccontextmanager
-async def producer(settings: Settings, registry: MetricRegistry | None = None
-                   ) -> AsyncIterator[FeedbackflowProducer]:
-    async with FeedbackflowProducer(settings.kafka_bootstrap,
-                                    topics=TopicNames(settings.topic_prefix),
-                                    registry=registry,
-                                    idempotent=settings.kafka_idempotence) as p:
+async def producer(
+    settings: Settings, registry: MetricRegistry | None = None
+) -> AsyncIterator[FeedbackflowProducer]:
+    async with FeedbackflowProducer(
+        settings.kafka_bootstrap,
+        topics=TopicNames(settings.topic_prefix),
+        registry=registry,
+        idempotent=settings.kafka_idempotence,
+    ) as p:
         yield p
 
 
-async def wait_until(check: Callable[[], Awaitable[bool]], timeout: float = 30.0,
-                     what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
+async def wait_until(
+    check: Callable[[], Awaitable[bool]], within: float = 30.0, what: str = "condition"
+) -> None:
+    deadline = time.monotonic() + within
     while time.monotonic() < deadline:
         if await check():
             return
         await asyncio.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+    raise AssertionError(f"timed out after {within}s waiting for {what}")
 
 
 async def count(db: asyncpg.Connection, sql: str, *args: Any) -> int:
@@ -89,8 +103,9 @@ async def count(db: asyncpg.Connection, sql: str, *args: Any) -> int:
     return int(value or 0)
 
 
-async def wait_for_count(db: asyncpg.Connection, sql: str, expected: int, *args: Any,
-                         timeout: float = 30.0) -> None:
+async def wait_for_count(
+    db: asyncpg.Connection, sql: str, expected: int, *args: Any, within: float = 30.0
+) -> None:
     last: list[int] = []
 
     async def check() -> bool:
@@ -98,7 +113,7 @@ async def wait_for_count(db: asyncpg.Connection, sql: str, expected: int, *args:
         return last[0] >= expected
 
     try:
-        await wait_until(check, timeout, what=f"{sql!r} to reach {expected}")
+        await wait_until(check, within, what=f"{sql!r} to reach {expected}")
     except AssertionError as exc:
         raise AssertionError(f"{exc} (last value {last})") from None
 
