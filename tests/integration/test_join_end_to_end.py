@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
+from datetime import UTC, datetime, timedelta
 
 import asyncpg
 
@@ -15,6 +17,7 @@ from tests.integration.harness import (
     running_worker,
     wait_for_count,
 )
+from ingest.producer import build_feedback
 from workers.embedded import TansuBroker
 
 
@@ -76,3 +79,189 @@ async def test_feedback_before_its_prediction_waits_pending_then_joins(
     assert row is not None
     assert row["feedback_id"] == feedback.feedback_id
     assert (row["model"], row["value_float"]) == ("gpt-b", 4.5)
+
+
+async def test_feedback_in_a_later_window_than_its_prediction_is_joined(
+    kafka: TansuBroker, database_url: str, db: asyncpg.Connection
+) -> None:
+    settings = isolated_settings(kafka.bootstrap, database_url)
+    registry = metric_registry()
+    await make_topics(settings)
+    async with running_worker(settings, registry), producer(settings, registry) as ff:
+        prediction = await ff.log_prediction(application="generate_haiku", model="gpt-a")
+        await ff.flush()
+        await wait_for_count(db, "SELECT count(*) FROM feedbackflow.predictions", 1)
+        await ff.log_feedback(metric="tone", prediction_id=prediction.prediction_id, value="casual")
+        await ff.flush()
+        await wait_for_count(
+            db, "SELECT count(*) FROM feedbackflow.feedback WHERE status = 'joined'", 1
+        )
+    row = await db.fetchrow("SELECT value_text, model, delay_seconds FROM feedbackflow.feedback")
+    assert row is not None
+    assert (row["value_text"], row["model"]) == ("casual", "gpt-a")
+    assert row["delay_seconds"] > 0
+
+
+async def test_the_same_feedback_sent_three_times_is_stored_once(
+    kafka: TansuBroker, database_url: str, db: asyncpg.Connection
+) -> None:
+    settings = isolated_settings(kafka.bootstrap, database_url)
+    registry = metric_registry()
+    topics = await make_topics(settings)
+    async with running_worker(settings, registry) as worker, producer(settings, registry) as ff:
+        prediction = await ff.log_prediction(application="generate_haiku")
+        feedback = build_feedback(
+            registry, metric="haiku_rating", prediction_id=prediction.prediction_id, value=False
+        )
+        raw = feedback.model_dump_json().encode()
+        await ff.send_raw(topics.feedback, feedback.target, raw)
+        await ff.send_raw(topics.feedback, feedback.target, raw)  # same window
+        await ff.flush()
+        await wait_for_count(db, "SELECT count(*) FROM feedbackflow.feedback", 1)
+        await asyncio.sleep(1.5)
+        await ff.send_raw(topics.feedback, feedback.target, raw)  # a later window
+        marker = await ff.log_prediction(application="generate_haiku")  # proves it was read
+        await ff.flush()
+        await wait_for_count(
+            db,
+            "SELECT count(*) FROM feedbackflow.predictions WHERE prediction_id = $1",
+            1,
+            marker.prediction_id,
+        )
+        consumed = worker.telemetry.events_consumed.labels(topics.feedback)._value.get()
+    assert consumed == 3
+    assert await count(db, "SELECT count(*) FROM feedbackflow.feedback") == 1
+    assert await count(db, "SELECT count(*) FROM feedbackflow.feedback WHERE status='joined'") == 1
+
+
+async def test_malformed_messages_become_dead_letters_and_the_partition_keeps_flowing(
+    kafka: TansuBroker, database_url: str, db: asyncpg.Connection
+) -> None:
+    settings = isolated_settings(kafka.bootstrap, database_url)
+    registry = metric_registry()
+    topics = await make_topics(settings, partitions=1)
+    bad = {
+        b'{"feedback_id": "oops': ("(payload)", "invalid JSON"),
+        b'{"feedback_id": "0196b0f6-0000-7000-8000-000000000001", "metric": "vibes",'
+        b' "join_key": "k", "value": true}': ("metric", "unknown metric 'vibes'"),
+        b'{"feedback_id": "0196b0f6-0000-7000-8000-000000000002", "metric": "haiku_score",'
+        b' "join_key": "k", "value": "five"}': ("value", "is a number; got str"),
+        b'{"feedback_id": "0196b0f6-0000-7000-8000-000000000003", "metric": "task_success",'
+        b' "join_key": "k", "value": true}': ("join_key", "episode-level"),
+        b'{"feedback_id": "0196b0f6-0000-7000-8000-000000000004", "metric": "haiku_rating",'
+        b' "value": true}': ("(event)", "exactly one of prediction_id, join_key, episode_id"),
+    }
+    async with running_worker(settings, registry) as worker, producer(settings) as ff:
+        for raw in bad:
+            await ff.send_raw(topics.feedback, b"k", raw)
+        good = await ff.log_feedback(metric="haiku_rating", join_key="k", value=True)
+        await ff.log_prediction(application="generate_haiku", join_key="k")
+        await ff.flush()
+        await wait_for_count(
+            db, "SELECT count(*) FROM feedbackflow.feedback WHERE status = 'joined'", 1
+        )
+        await wait_for_count(db, "SELECT count(*) FROM feedbackflow.dead_letters", len(bad))
+        counted = sum(
+            sample.value
+            for metric in worker.telemetry.dead_letters.collect()
+            for sample in metric.samples
+            if sample.name.endswith("_total")
+        )
+    assert counted == len(bad)
+    rows = await db.fetch("SELECT payload, error_field, reason FROM feedbackflow.dead_letters")
+    assert len(rows) == len(bad)
+    for row in rows:
+        field, reason = bad[bytes(row["payload"])]
+        assert row["error_field"] == field
+        assert reason in row["reason"]
+    stored = await db.fetchval("SELECT feedback_id FROM feedbackflow.feedback")
+    assert stored == good.feedback_id
+
+
+async def test_episode_feedback_joins_every_prediction_of_the_episode(
+    kafka: TansuBroker, database_url: str, db: asyncpg.Connection
+) -> None:
+    settings = isolated_settings(kafka.bootstrap, database_url)
+    registry = metric_registry()
+    await make_topics(settings)
+    episode = uuid.uuid4()
+    async with running_worker(settings, registry), producer(settings, registry) as ff:
+        feedback = await ff.log_feedback(metric="task_success", episode_id=episode, value=True)
+        for step in range(3):
+            await ff.log_prediction(
+                application="agent_step",
+                model="gpt-a",
+                episode_id=episode,
+                inputs={"step": step},
+            )
+        await ff.log_prediction(application="agent_step", model="gpt-a")  # another episode
+        await ff.flush()
+        await wait_for_count(
+            db, "SELECT count(*) FROM feedbackflow.feedback WHERE status = 'joined'", 1
+        )
+        await wait_for_count(db, "SELECT count(*) FROM feedbackflow.predictions", 4)
+    linked = await db.fetch(
+        "SELECT prediction_id FROM feedbackflow.episode_feedback_predictions "
+        "WHERE feedback_id = $1",
+        feedback.feedback_id,
+    )
+    assert len(linked) == 3
+    row = await db.fetchrow("SELECT application, target_kind FROM feedbackflow.feedback")
+    assert row is not None
+    assert (row["application"], row["target_kind"]) == ("agent_step", "episode_id")
+
+
+async def test_two_sources_are_kept_side_by_side_and_a_revision_supersedes_by_timestamp(
+    kafka: TansuBroker, database_url: str, db: asyncpg.Connection
+) -> None:
+    settings = isolated_settings(kafka.bootstrap, database_url)
+    registry = metric_registry()
+    await make_topics(settings, partitions=1)
+    t0 = datetime.now(UTC) - timedelta(hours=1)
+    alice = {"type": "human", "id": "alice"}
+    judge = {"type": "llm_judge", "id": "judge-v1"}
+    async with running_worker(settings, registry), producer(settings, registry) as ff:
+        prediction = await ff.log_prediction(application="generate_haiku", model="gpt-a")
+        target = {"prediction_id": prediction.prediction_id, "metric": "haiku_score"}
+        await ff.log_feedback(**target, value=2.0, source=alice, timestamp=t0)
+        await ff.log_feedback(
+            **target,
+            value=4.0,
+            source=judge,
+            timestamp=t0,
+            rationale="vivid imagery, correct 5-7-5",
+        )
+        revision = await ff.log_feedback(
+            **target, value=3.0, source=alice, timestamp=t0 + timedelta(minutes=10)
+        )
+        # Arrives last but was given before the revision: it must not win.
+        await ff.log_feedback(
+            **target, value=1.0, source=alice, timestamp=t0 + timedelta(minutes=5)
+        )
+        await ff.log_feedback(
+            **target,
+            error={"code": "timeout", "message": "judge timed out"},
+            source={"type": "llm_judge", "id": "judge-v2"},
+            timestamp=t0,
+        )
+        await ff.flush()
+        await wait_for_count(
+            db, "SELECT count(*) FROM feedbackflow.feedback WHERE status = 'joined'", 5
+        )
+    current = await db.fetch(
+        "SELECT source_id, value_float, feedback_id, error_code, rationale "
+        "FROM feedbackflow.feedback_current ORDER BY source_id"
+    )
+    by_source = {r["source_id"]: r for r in current}
+    assert sorted(by_source) == ["alice", "judge-v1", "judge-v2"]
+    assert by_source["alice"]["feedback_id"] == revision.feedback_id
+    assert by_source["alice"]["value_float"] == 3.0
+    assert by_source["judge-v1"]["rationale"] == "vivid imagery, correct 5-7-5"
+    assert by_source["judge-v2"]["error_code"] == "timeout"
+    agreement = await db.fetchrow(
+        "SELECT sources, mean_value FROM feedbackflow.annotator_agreement WHERE metric = $1",
+        "haiku_score",
+    )
+    assert agreement is not None
+    assert agreement["sources"] == 2  # the judge that failed gave no value to agree with
+    assert agreement["mean_value"] == 3.5
