@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 import asyncpg
 
+from ingest.producer import build_feedback
 from tests.integration.harness import (
     count,
     isolated_settings,
@@ -17,7 +18,6 @@ from tests.integration.harness import (
     running_worker,
     wait_for_count,
 )
-from ingest.producer import build_feedback
 from workers.embedded import TansuBroker
 
 
