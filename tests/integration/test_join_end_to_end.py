@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import asyncpg
 
@@ -222,9 +223,11 @@ async def test_two_sources_are_kept_side_by_side_and_a_revision_supersedes_by_ti
     judge = {"type": "llm_judge", "id": "judge-v1"}
     async with running_worker(settings, registry), producer(settings, registry) as ff:
         prediction = await ff.log_prediction(application="generate_haiku", model="gpt-a")
-        target = {"prediction_id": prediction.prediction_id, "metric": "haiku_score"}
-        await ff.log_feedback(**target, value=2.0, source=alice, timestamp=t0)
+        target: dict[str, Any] = {"prediction_id": prediction.prediction_id}
+        score = "haiku_score"
+        await ff.log_feedback(metric=score, **target, value=2.0, source=alice, timestamp=t0)
         await ff.log_feedback(
+            metric=score,
             **target,
             value=4.0,
             source=judge,
@@ -232,13 +235,14 @@ async def test_two_sources_are_kept_side_by_side_and_a_revision_supersedes_by_ti
             rationale="vivid imagery, correct 5-7-5",
         )
         revision = await ff.log_feedback(
-            **target, value=3.0, source=alice, timestamp=t0 + timedelta(minutes=10)
+            metric=score, **target, value=3.0, source=alice, timestamp=t0 + timedelta(minutes=10)
         )
         # Arrives last but was given before the revision: it must not win.
         await ff.log_feedback(
-            **target, value=1.0, source=alice, timestamp=t0 + timedelta(minutes=5)
+            metric=score, **target, value=1.0, source=alice, timestamp=t0 + timedelta(minutes=5)
         )
         await ff.log_feedback(
+            metric=score,
             **target,
             error={"code": "timeout", "message": "judge timed out"},
             source={"type": "llm_judge", "id": "judge-v2"},
