@@ -38,7 +38,10 @@ def _epoch_millis_to_datetime(value: Any) -> Any:
     if isinstance(value, bool):
         raise ValueError("must be an RFC 3339 string or epoch milliseconds, not a boolean")
     if isinstance(value, int | float):
-        return datetime.fromtimestamp(value / 1000, tz=UTC)
+        try:
+            return datetime.fromtimestamp(value / 1000, tz=UTC)
+        except (OverflowError, OSError, ValueError):
+            raise ValueError(f"epoch milliseconds {value!r} is out of range") from None
     return value
 
 

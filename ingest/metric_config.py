@@ -80,7 +80,10 @@ class Metric:
             case "float":
                 if isinstance(value, bool) or not isinstance(value, int | float):
                     raise ValueError(f"metric {self.name!r} is a number; got {_kind(value)}")
-                number = float(value)
+                try:
+                    number = float(value)
+                except OverflowError:
+                    raise ValueError(f"metric {self.name!r}: {value} is too large") from None
                 if not math.isfinite(number):
                     raise ValueError(f"metric {self.name!r} must be finite")
                 if self.minimum is not None and number < self.minimum:

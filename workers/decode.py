@@ -8,6 +8,7 @@ at fault and the reason -- a bad message is recorded and counted, it never stops
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -19,6 +20,8 @@ from pydantic import ValidationError
 from ingest.events import Feedback, Prediction
 from ingest.metric_config import FieldError, MetricRegistry
 from ingest.topics import TopicNames
+
+log = logging.getLogger("feedbackflow.decode")
 
 # Event times further ahead than this are a producer's clock bug, not data to keep.
 MAX_FUTURE_SKEW = timedelta(days=1)
@@ -154,6 +157,15 @@ class Decoder:
                 batch.dead_letters.append(self._dead(record, kafka_ts, now, where, reason))
             except FieldError as exc:
                 batch.dead_letters.append(self._dead(record, kafka_ts, now, exc.field, exc.reason))
+            except Exception as exc:
+                log.exception(
+                    "unexpected error decoding %s/%d/%d",
+                    record.topic,
+                    record.partition,
+                    record.offset,
+                )
+                reason = f"cannot decode: {exc!r}"
+                batch.dead_letters.append(self._dead(record, kafka_ts, now, "(event)", reason))
         return batch
 
     def _check_time(self, ts: datetime, oldest: datetime, newest: datetime) -> None:

@@ -85,8 +85,3 @@ class WindowBuffer:
         self._predictions, self._feedback, self._dead_letters = {}, {}, []
         self._next_offsets, self._events, self._opened_at = {}, 0, None
         return contents
-
-    def discard(self, partitions: set[Partition]) -> None:
-        """Forget offsets of partitions this worker lost; their new owner replays them."""
-        for tp in partitions:
-            self._next_offsets.pop(tp, None)

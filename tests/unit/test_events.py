@@ -294,9 +294,9 @@ def test_feedback_with_error_instead_of_value_is_valid() -> None:
     assert parsed.error.message == "judge timed out"
 
 
-def test_falsy_values_count_as_a_value() -> None:
-    for value in (False, 0, 0.0, "", [], {}):
-        assert Feedback.model_validate(feedback(value=value)).value == value
+@pytest.mark.parametrize("value", [False, 0, 0.0, "", [], {}])
+def test_falsy_values_count_as_a_value(value: object) -> None:
+    assert Feedback.model_validate(feedback(value=value)).value == value
 
 
 def test_feedback_tags_must_be_flat_strings() -> None:

@@ -1,0 +1,411 @@
+"""Decoder: Kafka records in, rows or dead letters out; a bad record never stops the batch."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from uuid import UUID
+
+import pytest
+
+from ingest.metric_config import MetricRegistry, registry_from_mapping
+from ingest.producer import uuid7
+from ingest.topics import TopicNames
+from workers.decode import DeadLetter, DecodedBatch, Decoder, FeedbackRow, PredictionRow
+
+TOPICS = TopicNames("test")
+NOW = datetime(2025, 11, 24, 16, tzinfo=UTC)
+NOW_MS = int(NOW.timestamp() * 1000)
+PREDICTION_ID = UUID("0190f3a1-2b3c-7d4e-8f00-112233445566")
+EPISODE_ID = UUID("4f1c2a7e-9b3d-4c5e-8f00-000000000001")
+
+
+@dataclass(frozen=True)
+class FakeRecord:
+    """Stands in for aiokafka's ConsumerRecord."""
+
+    topic: str
+    partition: int
+    offset: int
+    timestamp: int
+    key: bytes | None
+    value: bytes | None
+
+
+def record(
+    topic: str,
+    value: bytes | dict[str, Any] | None,
+    *,
+    offset: int = 0,
+    partition: int = 0,
+    timestamp_ms: int = NOW_MS - 1000,
+    key: bytes | None = b"k",
+) -> FakeRecord:
+    payload = json.dumps(value).encode() if isinstance(value, dict) else value
+    return FakeRecord(topic, partition, offset, timestamp_ms, key, payload)
+
+
+def prediction(**overrides: Any) -> dict[str, Any]:
+    event: dict[str, Any] = {
+        "prediction_id": str(PREDICTION_ID),
+        "application": "generate_haiku",
+        "inputs": {"topic": "autumn", "n": 3},
+        "outputs": {"text": "léaves fall"},
+        "timestamp": "2025-11-24T15:00:00Z",
+    }
+    event.update(overrides)
+    return event
+
+
+def feedback(**overrides: Any) -> dict[str, Any]:
+    event: dict[str, Any] = {
+        "feedback_id": str(uuid7(NOW_MS)),
+        "metric": "thumbs_up",
+        "prediction_id": str(PREDICTION_ID),
+        "value": True,
+        "timestamp": "2025-11-24T15:30:00Z",
+    }
+    event.update(overrides)
+    return event
+
+
+@pytest.fixture
+def registry() -> MetricRegistry:
+    return registry_from_mapping(
+        {
+            "metrics": {
+                "thumbs_up": {"type": "boolean"},
+                "score": {"type": "float", "min": 0, "max": 1},
+                "task_success": {"type": "boolean", "level": "episode"},
+                "structured": {"type": "json"},
+            }
+        }
+    )
+
+
+@pytest.fixture
+def decoder(registry: MetricRegistry) -> Decoder:
+    return Decoder(registry, TOPICS)
+
+
+def only_dead_letter(batch: DecodedBatch) -> DeadLetter:
+    assert batch.predictions == []
+    assert batch.feedback == []
+    assert len(batch.dead_letters) == 1
+    return batch.dead_letters[0]
+
+
+def only_feedback(batch: DecodedBatch) -> FeedbackRow:
+    assert batch.dead_letters == []
+    assert len(batch.feedback) == 1
+    return batch.feedback[0]
+
+
+# --- predictions ------------------------------------------------------------------------------
+
+
+def test_valid_prediction_becomes_a_row_with_json_text_and_join_key(decoder: Decoder) -> None:
+    batch = decoder.decode([record(TOPICS.predictions, prediction(tags={"env": "prod"}))], NOW)
+    assert batch.feedback == []
+    assert batch.dead_letters == []
+    assert batch.predictions == [
+        PredictionRow(
+            prediction_id=PREDICTION_ID,
+            join_key=str(PREDICTION_ID),
+            ts=datetime(2025, 11, 24, 15, tzinfo=UTC),
+            episode_id=None,
+            application="generate_haiku",
+            model=None,
+            inputs='{"topic":"autumn","n":3}',
+            outputs='{"text":"léaves fall"}',
+            tags='{"env":"prod"}',
+            ingested_at=NOW,
+        )
+    ]
+    row = batch.predictions[0]
+    assert json.loads(row.inputs) == {"topic": "autumn", "n": 3}
+
+
+def test_prediction_explicit_join_key_and_episode_are_kept(decoder: Decoder) -> None:
+    batch = decoder.decode(
+        [
+            record(
+                TOPICS.predictions,
+                prediction(join_key="req-42", episode_id=str(EPISODE_ID), model="v2"),
+            )
+        ],
+        NOW,
+    )
+    (row,) = batch.predictions
+    assert row.join_key == "req-42"
+    assert row.episode_id == EPISODE_ID
+    assert row.model == "v2"
+
+
+def test_missing_timestamp_falls_back_to_kafka_record_timestamp(decoder: Decoder) -> None:
+    event = prediction()
+    del event["timestamp"]
+    kafka_ms = NOW_MS - 60_000
+    batch = decoder.decode([record(TOPICS.predictions, event, timestamp_ms=kafka_ms)], NOW)
+    (row,) = batch.predictions
+    assert row.ts == NOW - timedelta(minutes=1)
+
+
+def test_missing_feedback_timestamp_falls_back_to_kafka_record_timestamp(
+    decoder: Decoder,
+) -> None:
+    event = feedback()
+    del event["timestamp"]
+    batch = decoder.decode([record(TOPICS.feedback, event, timestamp_ms=NOW_MS - 5000)], NOW)
+    assert only_feedback(batch).ts == NOW - timedelta(seconds=5)
+
+
+# --- feedback ---------------------------------------------------------------------------------
+
+
+def test_valid_boolean_feedback_becomes_a_row(decoder: Decoder) -> None:
+    event = feedback(
+        rationale="good",
+        source={"type": "human", "id": "ann"},
+        tags={"env": "prod"},
+        metadata={"run": "r1"},
+    )
+    row = only_feedback(decoder.decode([record(TOPICS.feedback, event)], NOW))
+    assert row.feedback_id == UUID(event["feedback_id"])
+    assert row.join_key == str(PREDICTION_ID)
+    assert row.ts == datetime(2025, 11, 24, 15, 30, tzinfo=UTC)
+    assert row.metric == "thumbs_up"
+    assert row.metric_type == "boolean"
+    assert row.target_kind == "prediction_id"
+    assert row.target_prediction_id == PREDICTION_ID
+    assert row.target_join_key is None
+    assert row.target_episode_id is None
+    assert row.value_bool is True
+    assert row.value_float is None
+    assert row.value_text is None
+    assert row.value_json is None
+    assert row.error_code is None
+    assert row.error_message is None
+    assert row.rationale == "good"
+    assert row.source_type == "human"
+    assert row.source_id == "ann"
+    assert row.tags == '{"env":"prod"}'
+    assert row.metadata == '{"run":"r1"}'
+    assert row.ingested_at == NOW
+
+
+def test_uuid7_prediction_target_fills_target_id_time(decoder: Decoder) -> None:
+    made_at_ms = NOW_MS - 3_600_000
+    prediction_id = uuid7(made_at_ms)
+    event = feedback(prediction_id=str(prediction_id))
+    row = only_feedback(decoder.decode([record(TOPICS.feedback, event)], NOW))
+    assert row.target_id_time == NOW - timedelta(hours=1)
+
+
+def test_non_uuid7_prediction_target_has_no_target_id_time(decoder: Decoder) -> None:
+    event = feedback(prediction_id="4f1c2a7e-9b3d-4c5e-8f00-000000000002")
+    assert (
+        only_feedback(decoder.decode([record(TOPICS.feedback, event)], NOW)).target_id_time is None
+    )
+
+
+def test_join_key_target_row_uses_the_key(decoder: Decoder) -> None:
+    event = feedback(join_key="req-42", value=0.5, metric="score")
+    del event["prediction_id"]
+    row = only_feedback(decoder.decode([record(TOPICS.feedback, event)], NOW))
+    assert row.join_key == "req-42"
+    assert row.target_kind == "join_key"
+    assert row.target_join_key == "req-42"
+    assert row.target_prediction_id is None
+    assert row.target_id_time is None
+    assert row.value_float == 0.5
+
+
+def test_episode_target_row(decoder: Decoder) -> None:
+    event = feedback(episode_id=str(EPISODE_ID), metric="task_success")
+    del event["prediction_id"]
+    row = only_feedback(decoder.decode([record(TOPICS.feedback, event)], NOW))
+    assert row.target_kind == "episode_id"
+    assert row.target_episode_id == EPISODE_ID
+    assert row.join_key == str(EPISODE_ID)
+
+
+def test_comment_and_json_values_go_to_text_and_json_columns(decoder: Decoder) -> None:
+    comment = feedback(metric="comment", value="lovely")
+    structured = feedback(metric="structured", value={"a": [1, "é"]})
+    batch = decoder.decode(
+        [record(TOPICS.feedback, comment, offset=0), record(TOPICS.feedback, structured, offset=1)],
+        NOW,
+    )
+    assert batch.dead_letters == []
+    assert batch.feedback[0].value_text == "lovely"
+    assert batch.feedback[0].metric_type == "comment"
+    assert batch.feedback[1].value_json == '{"a":[1,"é"]}'
+
+
+def test_error_outcome_fills_error_columns(decoder: Decoder) -> None:
+    event = feedback(error={"code": "timeout", "message": "judge timed out"})
+    del event["value"]
+    row = only_feedback(decoder.decode([record(TOPICS.feedback, event)], NOW))
+    assert row.error_code == "timeout"
+    assert row.error_message == "judge timed out"
+    assert row.value_bool is None
+
+
+# --- dead letters -----------------------------------------------------------------------------
+
+
+def test_bad_json_is_dead_lettered_with_original_bytes(decoder: Decoder) -> None:
+    raw = b'{"prediction_id": oops'
+    dead = only_dead_letter(
+        decoder.decode([record(TOPICS.predictions, raw, offset=7, partition=2)], NOW)
+    )
+    assert dead.error_field == "(payload)"
+    assert "invalid JSON" in dead.reason
+    assert dead.payload == raw
+    assert dead.topic == TOPICS.predictions
+    assert dead.kafka_partition == 2
+    assert dead.kafka_offset == 7
+    assert dead.kafka_ts == NOW - timedelta(seconds=1)
+    assert dead.message_key == b"k"
+    assert dead.received_at == NOW
+
+
+def test_unknown_metric_is_dead_lettered_on_metric(decoder: Decoder) -> None:
+    dead = only_dead_letter(
+        decoder.decode([record(TOPICS.feedback, feedback(metric="thumbsup"))], NOW)
+    )
+    assert dead.error_field == "metric"
+    assert "'thumbsup'" in dead.reason
+
+
+def test_wrong_value_type_is_dead_lettered_on_value(decoder: Decoder) -> None:
+    dead = only_dead_letter(decoder.decode([record(TOPICS.feedback, feedback(value=1))], NOW))
+    assert dead.error_field == "value"
+    assert "boolean" in dead.reason
+
+
+def test_value_out_of_bounds_is_dead_lettered_on_value(decoder: Decoder) -> None:
+    dead = only_dead_letter(
+        decoder.decode([record(TOPICS.feedback, feedback(metric="score", value=2))], NOW)
+    )
+    assert dead.error_field == "value"
+    assert "above max" in dead.reason
+
+
+def test_wrong_target_for_level_is_dead_lettered_on_the_target_kind(decoder: Decoder) -> None:
+    episode_metric_on_prediction = feedback(metric="task_success")
+    prediction_metric_on_episode = feedback(episode_id=str(EPISODE_ID))
+    del prediction_metric_on_episode["prediction_id"]
+    batch = decoder.decode(
+        [
+            record(TOPICS.feedback, episode_metric_on_prediction, offset=0),
+            record(TOPICS.feedback, prediction_metric_on_episode, offset=1),
+        ],
+        NOW,
+    )
+    assert batch.feedback == []
+    assert [d.error_field for d in batch.dead_letters] == ["prediction_id", "episode_id"]
+
+
+def test_wire_error_is_dead_lettered_on_the_field(decoder: Decoder) -> None:
+    dead = only_dead_letter(decoder.decode([record(TOPICS.feedback, feedback(rationle="x"))], NOW))
+    assert dead.error_field == "rationle"
+
+
+def test_tombstone_is_dead_lettered_with_empty_payload(decoder: Decoder) -> None:
+    dead = only_dead_letter(decoder.decode([record(TOPICS.feedback, None)], NOW))
+    assert dead.error_field == "(payload)"
+    assert "tombstone" in dead.reason
+    assert dead.payload == b""
+
+
+def test_record_from_another_topic_is_dead_lettered(decoder: Decoder) -> None:
+    dead = only_dead_letter(decoder.decode([record("other.topic", prediction())], NOW))
+    assert dead.error_field == "(topic)"
+
+
+def test_timestamp_older_than_retention_is_dead_lettered(decoder: Decoder) -> None:
+    old = (NOW - timedelta(days=91)).isoformat()
+    batch = decoder.decode(
+        [
+            record(TOPICS.predictions, prediction(timestamp=old), offset=0),
+            record(TOPICS.feedback, feedback(timestamp=old), offset=1),
+        ],
+        NOW,
+    )
+    assert batch.predictions == []
+    assert batch.feedback == []
+    assert [d.error_field for d in batch.dead_letters] == ["timestamp", "timestamp"]
+    assert "older than the 90d retention" in batch.dead_letters[0].reason
+
+
+def test_timestamp_just_inside_retention_is_kept(decoder: Decoder) -> None:
+    recent = (NOW - timedelta(days=89)).isoformat()
+    batch = decoder.decode([record(TOPICS.predictions, prediction(timestamp=recent))], NOW)
+    assert len(batch.predictions) == 1
+
+
+def test_timestamp_more_than_a_day_in_future_is_dead_lettered(decoder: Decoder) -> None:
+    future = (NOW + timedelta(days=1, minutes=1)).isoformat()
+    dead = only_dead_letter(
+        decoder.decode([record(TOPICS.feedback, feedback(timestamp=future))], NOW)
+    )
+    assert dead.error_field == "timestamp"
+    assert "in the future" in dead.reason
+
+
+def test_timestamp_less_than_a_day_in_future_is_kept(decoder: Decoder) -> None:
+    future = (NOW + timedelta(hours=23)).isoformat()
+    batch = decoder.decode([record(TOPICS.feedback, feedback(timestamp=future))], NOW)
+    assert len(batch.feedback) == 1
+
+
+def test_bad_record_between_good_ones_does_not_stop_them(decoder: Decoder) -> None:
+    first = uuid7(NOW_MS - 2)
+    last = uuid7(NOW_MS - 1)
+    records = [
+        record(TOPICS.predictions, prediction(prediction_id=str(first)), offset=10, partition=3),
+        record(TOPICS.predictions, b"not json", offset=11, partition=3),
+        record(TOPICS.predictions, prediction(prediction_id=str(last)), offset=12, partition=3),
+    ]
+    batch = decoder.decode(records, NOW)
+    assert [row.prediction_id for row in batch.predictions] == [first, last]
+    (dead,) = batch.dead_letters
+    assert (dead.kafka_partition, dead.kafka_offset) == (3, 11)
+
+
+def test_interleaved_topics_keep_their_order(decoder: Decoder) -> None:
+    ids = [uuid7(NOW_MS - n) for n in range(3)]
+    records = [
+        record(TOPICS.feedback, feedback(feedback_id=str(ids[0])), offset=0),
+        record(TOPICS.predictions, prediction(), offset=0),
+        record(TOPICS.feedback, feedback(value="yes"), offset=1),
+        record(TOPICS.feedback, feedback(feedback_id=str(ids[2])), offset=2),
+    ]
+    batch = decoder.decode(records, NOW)
+    assert [row.feedback_id for row in batch.feedback] == [ids[0], ids[2]]
+    assert len(batch.predictions) == 1
+    assert [(d.topic, d.kafka_offset) for d in batch.dead_letters] == [(TOPICS.feedback, 1)]
+
+
+def test_out_of_range_epoch_timestamp_is_dead_lettered_not_raised(decoder: Decoder) -> None:
+    # One producer's garbage number must not crash the whole batch (and stall the partition).
+    good = record(TOPICS.predictions, prediction(), offset=0)
+    bad = record(TOPICS.predictions, prediction(timestamp=10**20), offset=1)
+    batch = decoder.decode([good, bad], NOW)
+    assert len(batch.predictions) == 1
+    assert [(d.error_field, d.kafka_offset) for d in batch.dead_letters] == [("timestamp", 1)]
+
+
+def test_oversized_integer_float_value_is_dead_lettered_not_raised(decoder: Decoder) -> None:
+    raw = json.dumps(feedback(metric="score", value=0)).replace(
+        '"value": 0', '"value": 1' + "0" * 400
+    )
+    good = record(TOPICS.feedback, feedback(metric="score", value=0.5), offset=0)
+    bad = record(TOPICS.feedback, raw.encode(), offset=1)
+    batch = decoder.decode([good, bad], NOW)
+    assert len(batch.feedback) == 1
+    assert [(d.error_field, d.kafka_offset) for d in batch.dead_letters] == [("value", 1)]
