@@ -21,6 +21,7 @@ ENV_VARS = {
     "consumer_group": "FEEDBACKFLOW_CONSUMER_GROUP",
     "http_port": "FEEDBACKFLOW_HTTP_PORT",
     "kafka_idempotence": "FEEDBACKFLOW_KAFKA_IDEMPOTENCE",
+    "kafka_session_timeout_ms": "FEEDBACKFLOW_KAFKA_SESSION_TIMEOUT_MS",
 }
 
 
@@ -36,6 +37,9 @@ class Settings(BaseModel):
     # Apache Kafka: on.  The embedded tansu broker does not implement InitProducerId, so the
     # embedded stack turns it off; duplicates a retry may cause are absorbed by the sink anyway.
     kafka_idempotence: bool = True
+    # How long the group waits for a silent worker before moving its partitions.  Lower means a
+    # crashed worker's partitions move sooner (tansu also answers a join after half of it).
+    kafka_session_timeout_ms: int = Field(default=10_000, ge=1_000, le=300_000)
 
     @classmethod
     def load(cls, env: Mapping[str, str] | None = None, **flags: Any) -> Settings:

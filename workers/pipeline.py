@@ -51,7 +51,7 @@ class _FlushOnRevoke(ConsumerRebalanceListener):  # type: ignore[misc]
 
     async def on_partitions_revoked(self, revoked: Iterable[TopicPartition]) -> None:
         # Write what we hold before the partitions move, so the new owner starts after it.
-        await self.pipeline.flush(reason="rebalance")
+        await self.pipeline.flush()
 
     async def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
         return None
@@ -83,6 +83,7 @@ class WindowedJoin:
         self.last_progress = time.monotonic()
         self.last_outcome: WindowOutcome | None = None
         self._lock = asyncio.Lock()
+        self._in_flight: asyncio.Task[WindowOutcome] | None = None
 
     def subscribe(self) -> None:
         self.consumer.subscribe(list(self.topics), listener=_FlushOnRevoke(self))
@@ -101,33 +102,53 @@ class WindowedJoin:
                 )
             self.last_progress = time.monotonic()
             if batches:
-                async with self._lock:
-                    records = [r for part in batches.values() for r in part]
-                    decoded = self.decoder.decode(records, self.clock.now())
-                    self.window.add(
-                        decoded, {tp: part[-1].offset + 1 for tp, part in batches.items() if part}
-                    )
+                records = [r for part in batches.values() for r in part]
+                decoded = self.decoder.decode(records, self.clock.now())
+                self.window.add(
+                    decoded, {tp: part[-1].offset + 1 for tp, part in batches.items() if part}
+                )
                 for tp, part in batches.items():
                     consumed.labels(tp.topic).inc(len(part))
             if self.window.due():
-                await self.flush(reason="window")
-        await self.flush(reason="shutdown")
+                await self._close_window()
+            elif self._in_flight is not None and self._in_flight.done():
+                await self._wait_in_flight()  # surface a failed write at once
+        await self.flush()
 
-    async def flush(self, reason: str) -> WindowOutcome | None:
+    async def _close_window(self) -> None:
+        """Hand the window to a background write and start filling the next one.
+
+        At most one window is in flight: closing another first waits for it.  That keeps offset
+        commits in window order and memory within two windows, and lets this process decode the
+        next window while Postgres (another process, another core) writes the last.
+        """
         async with self._lock:
-            if not self.window.due() and reason == "window":
-                return None
+            await self._wait_in_flight()
             contents = self.window.drain()
-            if not contents.next_offsets:
-                return None
-            started = time.perf_counter()
-            outcome = await self._write(contents)
-            if self.publish_dead_letters is not None and contents.dead_letters:
-                await self.publish_dead_letters(contents)
-            await self._commit(contents)
-            self._observe(contents, outcome, time.perf_counter() - started)
-            self.last_outcome = outcome
-            return outcome
+            if contents.next_offsets:
+                self._in_flight = asyncio.create_task(
+                    self._write_and_commit(contents), name="window-write"
+                )
+
+    async def _wait_in_flight(self) -> None:
+        task, self._in_flight = self._in_flight, None
+        if task is not None:
+            await task
+
+    async def flush(self) -> None:
+        """Write and commit everything read so far (shutdown, partition revocation)."""
+        await self._close_window()
+        await self._wait_in_flight()
+
+    async def _write_and_commit(self, contents: WindowContents) -> WindowOutcome:
+        started = time.perf_counter()
+        outcome = await self._write(contents)
+        if self.publish_dead_letters is not None and contents.dead_letters:
+            await self.publish_dead_letters(contents)
+        await self._commit(contents)
+        self._observe(contents, outcome, time.perf_counter() - started)
+        self.last_outcome = outcome
+        return outcome
 
     async def _write(self, contents: WindowContents) -> WindowOutcome:
         delay = 0.2

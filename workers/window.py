@@ -1,10 +1,12 @@
 """WindowBuffer: what has been read from Kafka but is not yet durable in Postgres.
 
 A window is tumbling in processing time and closes early at a size cap, so memory is bounded by
-the cap whatever the traffic.  It deduplicates by event id (first wins): the same feedback sent
-three times within one window is one row before Postgres sees it.  It also carries, per
-partition, the next offset to commit -- offsets of every record read, including records that
-were duplicates or dead letters, since they too are done once the window is written.
+the cap whatever the traffic (two windows: one filling while the last is written).
+
+It deduplicates by event id (first wins): the same feedback sent three times within one window
+is one row before Postgres sees it.  It also carries, per partition, the next offset to commit:
+offsets of every record read, including duplicates and dead letters, since they too are done once
+the window is written.
 """
 
 from __future__ import annotations

@@ -102,6 +102,8 @@ class Worker:
             fetch_max_bytes=32 * 1024 * 1024,
             # The loop may spend a whole window write between fetches.
             max_poll_interval_ms=600_000,
+            session_timeout_ms=settings.kafka_session_timeout_ms,
+            heartbeat_interval_ms=max(settings.kafka_session_timeout_ms // 6, 500),
         )
         producer = AIOKafkaProducer(
             bootstrap_servers=settings.kafka_bootstrap,

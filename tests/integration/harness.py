@@ -52,6 +52,7 @@ def isolated_settings(bootstrap: str, database_url: str) -> Settings:
         consumer_group=f"{prefix}-group",
         http_port=0,
         kafka_idempotence=False,
+        kafka_session_timeout_ms=6_000,
     )
 
 

@@ -48,6 +48,7 @@ def _start_worker(settings: Settings, config: Path, log: Path) -> subprocess.Pop
         "FEEDBACKFLOW_CONSUMER_GROUP": settings.consumer_group,
         "FEEDBACKFLOW_HTTP_PORT": str(settings.http_port),
         "FEEDBACKFLOW_KAFKA_IDEMPOTENCE": "false",
+        "FEEDBACKFLOW_KAFKA_SESSION_TIMEOUT_MS": str(settings.kafka_session_timeout_ms),
     }
     with log.open("ab") as out:
         return subprocess.Popen(
