@@ -63,10 +63,10 @@ async def _retention(settings: Settings, registry: MetricRegistry) -> int:
     return 0
 
 
-async def _worker(settings: Settings, registry: MetricRegistry) -> int:
-    from workers.app import serve_worker
+def _worker(settings: Settings, registry: MetricRegistry) -> int:
+    from workers.app import run_worker_process
 
-    await serve_worker(settings, registry)
+    run_worker_process(settings, registry)
     return 0
 
 
@@ -121,18 +121,18 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "demo":
         from workers.demo import run_demo
 
-        return asyncio.run(run_demo(_settings_from(args), args.predictions))
+        return run_demo(_settings_from(args), args.predictions)
     if args.command == "dev":
         from workers.demo import run_dev
 
-        return asyncio.run(run_dev(_settings_from(args), args.http_port))
+        return run_dev(_settings_from(args), args.http_port)
     settings = _settings_from(args)
     if args.command == "migrate":
         return asyncio.run(_migrate(settings))
     registry = load_registry(settings.config_path)
     if args.command == "retention":
         return asyncio.run(_retention(settings, registry))
-    return asyncio.run(_worker(settings, registry))
+    return _worker(settings, registry)
 
 
 def demo_registry() -> MetricRegistry:

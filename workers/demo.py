@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import os
 import time
-from collections.abc import AsyncIterator
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -32,20 +32,21 @@ def _given(name: str, settings: Settings) -> bool:
     return bool(os.environ.get(ENV_VARS[name])) or name in settings.model_fields_set
 
 
-@contextlib.asynccontextmanager
-async def embedded_stack(
+@contextlib.contextmanager
+def embedded_stack(
     settings: Settings, database: str | None, pgdata: Path | None = None
-) -> AsyncIterator[Settings]:
+) -> Iterator[Settings]:
     """Settings pointing at a running broker and database, starting what the user did not name.
 
-    ``database``: create (or recreate) this database on the server and use it.
+    ``database``: create (or recreate) this database on the server and use it.  Call it outside
+    an event loop: the faust worker owns its own loop.
     """
     broker = None if _given("kafka_bootstrap", settings) else start_tansu()
     postgres = None if _given("database_url", settings) else start_embedded_postgres(pgdata)
     try:
         url = settings.database_url if postgres is None else postgres.url
         if database is not None:
-            url = await create_database(url, database)
+            url = asyncio.run(create_database(url, database))
         updates: dict[str, object] = {"database_url": url}
         if broker is not None:
             updates |= {"kafka_bootstrap": broker.bootstrap, "kafka_idempotence": False}
@@ -57,24 +58,26 @@ async def embedded_stack(
             postgres.stop()
 
 
-async def run_dev(settings: Settings, http_port: int) -> int:
-    from workers.app import serve_worker
+async def _migrate(database_url: str) -> None:
+    conn = await asyncpg.connect(database_url)
+    try:
+        await migrate(conn)
+    finally:
+        await conn.close()
+
+
+def run_dev(settings: Settings, http_port: int) -> int:
+    from ingest.metric_config import load_registry
+    from workers.app import run_worker_process
     from workers.cli import demo_registry
 
     registry = demo_registry()
-    config_exists = settings.config_path.is_file()
-    if _given("config_path", settings) or config_exists:
-        from ingest.metric_config import load_registry
-
+    if _given("config_path", settings) or settings.config_path.is_file():
         registry = load_registry(settings.config_path)
     pgdata = Path.cwd() / ".feedbackflow" / "pgdata"
-    async with embedded_stack(settings, None, pgdata) as live:
+    with embedded_stack(settings, None, pgdata) as live:
         live = live.model_copy(update={"http_port": http_port})
-        conn = await asyncpg.connect(live.database_url)
-        try:
-            await migrate(conn)
-        finally:
-            await conn.close()
+        asyncio.run(_migrate(live.database_url))
         print(
             "feedbackflow dev is running. Connect with:\n"
             f"  FEEDBACKFLOW_KAFKA_BOOTSTRAP={live.kafka_bootstrap}\n"
@@ -85,7 +88,7 @@ async def run_dev(settings: Settings, http_port: int) -> int:
             "Ctrl-C stops it.",
             flush=True,
         )
-        await serve_worker(live, registry)
+        run_worker_process(live, registry)
     return 0
 
 
@@ -109,57 +112,61 @@ def _matches(expected: Expected, result: Landed, predictions: int) -> list[str]:
     return problems
 
 
-async def run_demo(settings: Settings, predictions: int) -> int:
-    registry = registry_from_mapping(DEMO_METRICS)
+def run_demo(settings: Settings, predictions: int) -> int:
     started = time.monotonic()
-    async with embedded_stack(settings, "feedbackflow_demo") as live:
-        live = live.model_copy(
-            update={
-                "topic_prefix": f"demo-{int(time.time())}",
-                "consumer_group": "feedbackflow-demo",
-                "http_port": 0,
-            }
-        )
-        topics = TopicNames(live.topic_prefix)
-        await create_topics(live.kafka_bootstrap, topics, partitions=4)
-        traffic = haiku_traffic(datetime.now(UTC), predictions)
-        worker = Worker(live, registry)
-        task = asyncio.create_task(worker.run(), name="worker")
-        total_feedback = sum(traffic.expected.status.values())
-        async with FeedbackflowProducer(
-            live.kafka_bootstrap,
-            topics=topics,
-            registry=registry,
-            idempotent=live.kafka_idempotence,
-        ) as ff:
-            for event in traffic.early_feedback:
-                await ff.send_raw(topics.feedback, event.target, event.model_dump_json().encode())
-            for raw in traffic.malformed:
-                await ff.send_raw(topics.feedback, b"malformed", raw)
-            await ff.flush()
-            await asyncio.sleep(2.5)  # let a window pass: these wait as pending
-            for prediction in traffic.predictions:
-                await ff.send_raw(
-                    topics.predictions,
-                    prediction.effective_join_key,
-                    prediction.model_dump_json().encode(),
-                )
-            for event in traffic.feedback:
-                await ff.send_raw(topics.feedback, event.target, event.model_dump_json().encode())
-            await ff.flush()
-        conn = await asyncpg.connect(live.database_url)
-        try:
+    with embedded_stack(settings, "feedbackflow_demo") as live:
+        return asyncio.run(_demo(live, predictions, started))
+
+
+async def _demo(live: Settings, predictions: int, started: float) -> int:
+    registry = registry_from_mapping(DEMO_METRICS)
+    live = live.model_copy(
+        update={
+            "topic_prefix": f"demo-{int(time.time())}",
+            "consumer_group": "feedbackflow-demo",
+            "http_port": 0,
+        }
+    )
+    topics = TopicNames(live.topic_prefix)
+    await create_topics(live.kafka_bootstrap, topics, partitions=4)
+    traffic = haiku_traffic(datetime.now(UTC), predictions)
+    worker = Worker(live, registry)
+    task = asyncio.create_task(worker.run(), name="worker")
+    total_feedback = sum(traffic.expected.status.values())
+    async with FeedbackflowProducer(
+        live.kafka_bootstrap,
+        topics=topics,
+        registry=registry,
+        idempotent=live.kafka_idempotence,
+    ) as ff:
+        for event in traffic.early_feedback:
+            await ff.send_raw(topics.feedback, event.target, event.model_dump_json().encode())
+        for raw in traffic.malformed:
+            await ff.send_raw(topics.feedback, b"malformed", raw)
+        await ff.flush()
+        await asyncio.sleep(2.5)  # let a window pass: these wait as pending
+        for prediction in traffic.predictions:
+            await ff.send_raw(
+                topics.predictions,
+                prediction.effective_join_key,
+                prediction.model_dump_json().encode(),
+            )
+        for event in traffic.feedback:
+            await ff.send_raw(topics.feedback, event.target, event.model_dump_json().encode())
+        await ff.flush()
+    conn = await asyncpg.connect(live.database_url)
+    try:
+        result = await landed(conn)
+        deadline = time.monotonic() + 120
+        while _matches(traffic.expected, result, len(traffic.predictions)):
+            if time.monotonic() > deadline or task.done():
+                break
+            await asyncio.sleep(0.5)
             result = await landed(conn)
-            deadline = time.monotonic() + 120
-            while _matches(traffic.expected, result, len(traffic.predictions)):
-                if time.monotonic() > deadline or task.done():
-                    break
-                await asyncio.sleep(0.5)
-                result = await landed(conn)
-        finally:
-            await conn.close()
-            worker.stopping.set()
-            await task
+    finally:
+        await conn.close()
+        worker.stopping.set()
+        await task
     print(
         f"\nfeedbackflow demo: {len(traffic.predictions)} predictions, {total_feedback} "
         f"feedback, {traffic.expected.dead_letters} malformed, two models "

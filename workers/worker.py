@@ -1,12 +1,11 @@
 """Assembles one worker: Kafka consumer, decoder, window, Postgres sink, dead-letter topic,
-retention timer and the ``/metrics`` + ``/health`` endpoints.  ``Worker`` owns their lifecycles;
-the process host (``workers.app``) only starts and stops it.
+retention, health.  ``Worker`` owns their lifecycles; the process host (``workers.app``, a faust
+app) starts and stops it, runs ``apply_retention`` on a timer and serves ``/metrics``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from dataclasses import dataclass, field
@@ -28,8 +27,6 @@ from workers.window import WindowBuffer, WindowContents
 
 log = logging.getLogger("feedbackflow.worker")
 
-RETENTION_EVERY_SECONDS = 3600.0
-
 
 @dataclass
 class Worker:
@@ -37,7 +34,6 @@ class Worker:
     registry: MetricRegistry
     clock: Clock = field(default_factory=SystemClock)
     telemetry: WorkerTelemetry = field(default_factory=WorkerTelemetry)
-    retention_every: float = RETENTION_EVERY_SECONDS
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
     pipeline: WindowedJoin | None = None
     started_at: float = field(default_factory=time.monotonic)
@@ -130,32 +126,28 @@ class Worker:
         self._dead_letter_producer = producer
         self.pipeline.subscribe()
         await consumer.start()
-        retention_task = asyncio.create_task(self._retention_loop(), name="retention")
         try:
             await self.pipeline.run(self.stopping)
         finally:
-            retention_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await retention_task
             await consumer.stop()
             await producer.stop()
             if self.pipeline.sink is not None:
                 await self.pipeline.sink.conn.close()
 
-    async def _retention_loop(self) -> None:
-        while True:
+    async def apply_retention(self) -> None:
+        """Expire pending feedback past retention and drop old day partitions (hourly timer)."""
+        try:
+            conn = await asyncpg.connect(self.settings.database_url)
             try:
-                conn = await asyncpg.connect(self.settings.database_url)
-                try:
-                    result = await apply_retention(
-                        conn, self.registry.pipeline.retention, self.clock.now()
-                    )
-                finally:
-                    await conn.close()
-                for name in result.dropped:
-                    self.telemetry.partitions_dropped.labels(name.rsplit("_p", 1)[0]).inc()
-                if result.dropped:
-                    log.info("retention dropped %s", ", ".join(result.dropped))
-            except (OSError, asyncpg.PostgresError) as exc:
-                log.warning("retention run failed, will retry: %r", exc)
-            await asyncio.sleep(self.retention_every)
+                result = await apply_retention(
+                    conn, self.registry.pipeline.retention, self.clock.now()
+                )
+            finally:
+                await conn.close()
+        except (OSError, asyncpg.PostgresError) as exc:
+            log.warning("retention run failed, will retry: %r", exc)
+            return
+        for name in result.dropped:
+            self.telemetry.partitions_dropped.labels(name.rsplit("_p", 1)[0]).inc()
+        if result.dropped:
+            log.info("retention dropped %s", ", ".join(result.dropped))
