@@ -27,6 +27,7 @@ typecheck: $(STAMP)
 	$(BIN)/mypy
 
 test: $(STAMP) lint typecheck
+	deploy/dev/ensure-prometheus
 	$(BIN)/feedbackflow schemas --check
 	$(BIN)/python -m pytest
 

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 import time
+import urllib.request
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -119,4 +123,44 @@ async def wait_for_count(
         raise AssertionError(f"{exc} (last value {last})") from None
 
 
-ONE_DAY = timedelta(days=1)
+PROCESS_CONFIG = """
+[pipeline]
+window = "4s"
+retention = "90d"
+
+[metrics.haiku_rating]
+type = "boolean"
+level = "inference"
+"""
+
+
+def start_worker_process(settings: Settings, config: Path, log: Path) -> subprocess.Popen[bytes]:
+    env = {
+        **os.environ,
+        "FEEDBACKFLOW_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
+        "FEEDBACKFLOW_DATABASE_URL": settings.database_url,
+        "FEEDBACKFLOW_CONFIG": str(config),
+        "FEEDBACKFLOW_TOPIC_PREFIX": settings.topic_prefix,
+        "FEEDBACKFLOW_CONSUMER_GROUP": settings.consumer_group,
+        "FEEDBACKFLOW_HTTP_PORT": str(settings.http_port),
+        "FEEDBACKFLOW_KAFKA_IDEMPOTENCE": "false",
+        "FEEDBACKFLOW_KAFKA_SESSION_TIMEOUT_MS": str(settings.kafka_session_timeout_ms),
+    }
+    with log.open("ab") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "workers.cli", "worker"], env=env, stdout=out, stderr=out
+        )
+
+
+def consumed_per_metrics(port: int) -> float:
+    """Messages the worker has read, from its own /metrics."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=1) as response:
+            text = response.read().decode()
+    except OSError:
+        return -1
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("feedbackflow_events_consumed_total")
+    )

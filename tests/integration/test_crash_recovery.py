@@ -5,79 +5,24 @@ nothing is duplicated, because offsets are committed only after the window's tra
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import subprocess
-import sys
-import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 
 import asyncpg
-import pytest
 
-from ingest.settings import Settings
 from tests.integration.harness import (
+    PROCESS_CONFIG,
+    consumed_per_metrics,
     count,
     isolated_settings,
     make_topics,
     producer,
+    start_worker_process,
     wait_for_count,
     wait_until,
 )
 from workers.embedded import TansuBroker, free_port
-
-CONFIG = """
-[pipeline]
-window = "4s"
-retention = "90d"
-
-[metrics.haiku_rating]
-type = "boolean"
-level = "inference"
-"""
-
-
-def _start_worker(settings: Settings, config: Path, log: Path) -> subprocess.Popen[bytes]:
-    env = {
-        **os.environ,
-        "FEEDBACKFLOW_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
-        "FEEDBACKFLOW_DATABASE_URL": settings.database_url,
-        "FEEDBACKFLOW_CONFIG": str(config),
-        "FEEDBACKFLOW_TOPIC_PREFIX": settings.topic_prefix,
-        "FEEDBACKFLOW_CONSUMER_GROUP": settings.consumer_group,
-        "FEEDBACKFLOW_HTTP_PORT": str(settings.http_port),
-        "FEEDBACKFLOW_KAFKA_IDEMPOTENCE": "false",
-        "FEEDBACKFLOW_KAFKA_SESSION_TIMEOUT_MS": str(settings.kafka_session_timeout_ms),
-    }
-    with log.open("ab") as out:
-        return subprocess.Popen(
-            [sys.executable, "-m", "workers.cli", "worker"], env=env, stdout=out, stderr=out
-        )
-
-
-def _consumed(port: int) -> float:
-    """Messages the worker has read, from its own /metrics."""
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=1) as response:
-            text = response.read().decode()
-    except OSError:
-        return -1
-    return sum(
-        float(line.rsplit(" ", 1)[1])
-        for line in text.splitlines()
-        if line.startswith("feedbackflow_events_consumed_total")
-    )
-
-
-@pytest.fixture
-def worker_processes() -> Iterator[list[subprocess.Popen[bytes]]]:
-    started: list[subprocess.Popen[bytes]] = []
-    yield started
-    for process in started:
-        if process.poll() is None:
-            process.kill()
-        process.wait()
 
 
 async def test_sigkill_in_the_middle_of_a_window_loses_and_duplicates_nothing(
@@ -92,9 +37,9 @@ async def test_sigkill_in_the_middle_of_a_window_loses_and_duplicates_nothing(
     )
     await make_topics(settings)
     config = tmp_path / "feedbackflow.toml"
-    config.write_text(CONFIG)
+    config.write_text(PROCESS_CONFIG)
     log = tmp_path / "worker.log"
-    worker_processes.append(_start_worker(settings, config, log))
+    worker_processes.append(start_worker_process(settings, config, log))
     per_batch = 400
 
     async with producer(settings) as ff:
@@ -117,7 +62,9 @@ async def test_sigkill_in_the_middle_of_a_window_loses_and_duplicates_nothing(
         await send_batch()
 
         async def second_batch_read() -> bool:
-            return await asyncio.to_thread(_consumed, settings.http_port) >= 4 * per_batch
+            return (
+                await asyncio.to_thread(consumed_per_metrics, settings.http_port) >= 4 * per_batch
+            )
 
         await wait_until(second_batch_read, within=30, what="the worker to read batch two")
         worker_processes[0].send_signal(signal.SIGKILL)
@@ -125,7 +72,7 @@ async def test_sigkill_in_the_middle_of_a_window_loses_and_duplicates_nothing(
         # The window holding batch two was still open: none of it is in Postgres yet.
         assert await count(db, "SELECT count(*) FROM feedbackflow.predictions") == per_batch
 
-        worker_processes.append(_start_worker(settings, config, log))
+        worker_processes.append(start_worker_process(settings, config, log))
         await wait_for_count(
             db,
             "SELECT count(*) FROM feedbackflow.feedback WHERE status = 'joined'",
