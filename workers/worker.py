@@ -36,7 +36,6 @@ class Worker:
     telemetry: WorkerTelemetry = field(default_factory=WorkerTelemetry)
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
     pipeline: WindowedJoin | None = None
-    started_at: float = field(default_factory=time.monotonic)
     _dead_letter_producer: AIOKafkaProducer | None = None
 
     @property

@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
+from aiokafka import AIOKafkaConsumer
 
 from ingest.producer import build_feedback
 from tests.integration.harness import (
@@ -177,6 +178,25 @@ async def test_malformed_messages_become_dead_letters_and_the_partition_keeps_fl
         assert reason in row["reason"]
     stored = await db.fetchval("SELECT feedback_id FROM feedbackflow.feedback")
     assert stored == good.feedback_id
+    mirrored = await _read_topic(settings.kafka_bootstrap, topics.dead_letter, len(bad))
+    assert sorted(m.value for m in mirrored) == sorted(bad)
+    for message in mirrored:
+        headers = dict(message.headers)
+        assert headers["feedbackflow-error-field"].decode() == bad[message.value][0]
+
+
+async def _read_topic(bootstrap: str, topic: str, expected: int) -> list[Any]:
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest")
+    await consumer.start()
+    found: list[Any] = []
+    try:
+        deadline = asyncio.get_running_loop().time() + 20
+        while len(found) < expected and asyncio.get_running_loop().time() < deadline:
+            for part in (await consumer.getmany(timeout_ms=500)).values():
+                found.extend(part)
+    finally:
+        await consumer.stop()
+    return found
 
 
 async def test_episode_feedback_joins_every_prediction_of_the_episode(
