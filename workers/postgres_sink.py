@@ -35,11 +35,9 @@ def _count(status: str) -> int:
 
 
 class PostgresSink:
-    def __init__(self, conn: asyncpg.Connection, retention: timedelta, window: timedelta) -> None:
+    def __init__(self, conn: asyncpg.Connection, retention: timedelta) -> None:
         self.conn = conn
         self.retention = retention
-        # Pending feedback committed this recently is checked again: see join_sql step 3.
-        self.recheck = 2 * window + timedelta(minutes=1)
         self.partitions = PartitionCatalog()
         self._staged = False
 
@@ -78,7 +76,8 @@ class PostgresSink:
                 )
             predictions = _count(await conn.execute(join_sql.INSERT_PREDICTIONS))
             feedback = _count(await conn.execute(join_sql.INSERT_FEEDBACK))
-            await conn.execute(join_sql.GATHER_CANDIDATES, now - self.recheck)
+            await conn.execute(join_sql.RESOLUTION_LOCK)
+            await conn.execute(join_sql.GATHER_CANDIDATES)
             resolved = Counter(
                 r["status"]
                 for r in await conn.fetch(join_sql.RESOLVE_CANDIDATES, self.retention, now)

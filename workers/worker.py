@@ -44,8 +44,7 @@ class Worker:
 
     async def _connect_sink(self) -> PostgresSink:
         conn = await asyncpg.connect(self.settings.database_url)
-        pipeline = self.registry.pipeline
-        return PostgresSink(conn, retention=pipeline.retention, window=pipeline.window)
+        return PostgresSink(conn, retention=self.registry.pipeline.retention)
 
     async def _publish_dead_letters(self, contents: WindowContents) -> None:
         """Mirror dead letters to the dead-letter topic (after the Postgres commit: the table is

@@ -70,8 +70,6 @@ CREATE INDEX feedback_pending_join_key ON feedbackflow.feedback (target_join_key
     WHERE status = 'pending';
 CREATE INDEX feedback_pending_episode ON feedbackflow.feedback (target_episode_id)
     WHERE status = 'pending';
-CREATE INDEX feedback_pending_ingested ON feedbackflow.feedback (ingested_at)
-    WHERE status = 'pending';
 CREATE INDEX feedback_pending_ts ON feedbackflow.feedback (ts)
     WHERE status = 'pending';
 
