@@ -154,8 +154,13 @@ class Feedback(_WireModel):
 
     @model_validator(mode="after")
     def _exactly_one_target_and_outcome(self) -> Feedback:
-        targets = [k for k in ("prediction_id", "join_key", "episode_id") if getattr(self, k)]
-        if len(targets) != 1:
+        given = (
+            (self.prediction_id is not None)
+            + (self.join_key is not None)
+            + (self.episode_id is not None)
+        )
+        if given != 1:
+            targets = [k for k in ("prediction_id", "join_key", "episode_id") if getattr(self, k)]
             found = ", ".join(targets) if targets else "none"
             raise ValueError(
                 f"exactly one of prediction_id, join_key, episode_id is required (found: {found})"
