@@ -77,14 +77,16 @@ class PostgresSink:
             predictions = _count(await conn.execute(join_sql.INSERT_PREDICTIONS))
             feedback = _count(await conn.execute(join_sql.INSERT_FEEDBACK))
             await conn.execute(join_sql.RESOLUTION_LOCK)
-            await conn.execute(join_sql.GATHER_CANDIDATES)
+            await conn.execute(join_sql.GATHER_QUEUED)
             resolved = Counter(
                 r["status"]
                 for r in await conn.fetch(join_sql.RESOLVE_CANDIDATES, self.retention, now)
             )
+            await conn.execute(join_sql.DEQUEUE_RESOLVED)
             resolved["expired"] += _count(
                 await conn.execute(join_sql.EXPIRE_PAST_RETENTION_BY_ID_TIME, self.retention, now)
             )
+            await conn.execute(join_sql.ENQUEUE_UNRESOLVED)
             unmatched = _count(
                 await conn.execute(join_sql.EXPIRE_UNMATCHED, now - self.retention, now)
             )

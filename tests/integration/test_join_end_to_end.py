@@ -71,6 +71,7 @@ async def test_feedback_before_its_prediction_waits_pending_then_joins(
         await wait_for_count(
             db, "SELECT count(*) FROM feedbackflow.feedback WHERE status = 'pending'", 1
         )
+        assert await count(db, "SELECT count(*) FROM feedbackflow.pending_feedback") == 1
         await asyncio.sleep(1.5)  # a later window
         await ff.log_prediction(application="generate_haiku", model="gpt-b", join_key="req-42")
         await ff.flush()
@@ -80,6 +81,7 @@ async def test_feedback_before_its_prediction_waits_pending_then_joins(
     row = await db.fetchrow("SELECT * FROM feedbackflow.feedback")
     assert row is not None
     assert row["feedback_id"] == feedback.feedback_id
+    assert await count(db, "SELECT count(*) FROM feedbackflow.pending_feedback") == 0
     assert (row["model"], row["value_float"]) == ("gpt-b", 4.5)
 
 

@@ -80,6 +80,7 @@ async def test_pending_feedback_whose_prediction_never_comes_expires_after_the_r
         )
     reason = await db.fetchval("SELECT status_reason FROM feedbackflow.feedback")
     assert reason == "no_prediction_within_retention"
+    assert await count(db, "SELECT count(*) FROM feedbackflow.pending_feedback") == 0
 
 
 async def test_retention_drops_whole_old_partitions_and_labels_for_dropped_predictions_expire(

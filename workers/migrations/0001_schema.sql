@@ -62,16 +62,26 @@ CREATE TABLE feedbackflow.feedback (
     PRIMARY KEY (feedback_id, join_key, ts)
 ) PARTITION BY RANGE (ts);
 
--- Only pending rows are indexed by target: the set a new prediction must look through stays small
--- however much joined history there is.
-CREATE INDEX feedback_pending_prediction ON feedbackflow.feedback (target_prediction_id)
-    WHERE status = 'pending';
-CREATE INDEX feedback_pending_join_key ON feedbackflow.feedback (target_join_key)
-    WHERE status = 'pending';
-CREATE INDEX feedback_pending_episode ON feedbackflow.feedback (target_episode_id)
-    WHERE status = 'pending';
-CREATE INDEX feedback_pending_ts ON feedbackflow.feedback (ts)
-    WHERE status = 'pending';
+-- The pending set, by target: a work queue, not history.  A row enters when a feedback finds no
+-- prediction and leaves when it is joined or expired, so a new prediction looks its feedback up
+-- in one small index -- not in one partial index per day partition of feedback.
+CREATE TABLE feedbackflow.pending_feedback (
+    feedback_id           uuid        NOT NULL,
+    join_key              text        NOT NULL,
+    ts                    timestamptz NOT NULL,
+    target_prediction_id  uuid,
+    target_join_key       text,
+    target_episode_id     uuid,
+    target_id_time        timestamptz,
+    PRIMARY KEY (feedback_id, join_key, ts)
+);
+CREATE INDEX pending_feedback_prediction ON feedbackflow.pending_feedback (target_prediction_id)
+    WHERE target_prediction_id IS NOT NULL;
+CREATE INDEX pending_feedback_join_key ON feedbackflow.pending_feedback (target_join_key)
+    WHERE target_join_key IS NOT NULL;
+CREATE INDEX pending_feedback_episode ON feedbackflow.pending_feedback (target_episode_id)
+    WHERE target_episode_id IS NOT NULL;
+CREATE INDEX pending_feedback_ts ON feedbackflow.pending_feedback (ts);
 
 CREATE TABLE feedbackflow.dead_letters (
     topic            text        NOT NULL,
