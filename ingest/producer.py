@@ -18,11 +18,13 @@ from typing import Any
 from uuid import UUID
 
 from aiokafka import AIOKafkaProducer
-from pydantic import ValidationError
+from pydantic import TypeAdapter, ValidationError
 
-from ingest.events import Feedback, Prediction
+from ingest.events import Feedback, Prediction, Timestamp
 from ingest.metric_config import MetricRegistry
 from ingest.topics import TopicNames
+
+_TIMESTAMP: TypeAdapter[datetime] = TypeAdapter(Timestamp)
 
 
 def uuid7(now_ms: int | None = None) -> UUID:
@@ -46,8 +48,15 @@ def _validation_message(kind: str, exc: ValidationError) -> str:
 
 
 def build_prediction(**fields: Any) -> Prediction:
-    fields.setdefault("prediction_id", uuid7())
+    """A validated prediction; its UUIDv7 id is minted at its timestamp (a backfill's old
+    timestamp included), which is what the worker relies on to find it quickly."""
     fields.setdefault("timestamp", datetime.now(UTC))
+    if "prediction_id" not in fields:
+        try:
+            at = _TIMESTAMP.validate_python(fields["timestamp"])
+        except ValidationError as exc:
+            raise ValueError(f"invalid prediction: timestamp: {exc.errors()[0]['msg']}") from None
+        fields["prediction_id"] = uuid7(int(at.timestamp() * 1000))
     try:
         return Prediction.model_validate(fields)
     except ValidationError as exc:

@@ -25,6 +25,8 @@ log = logging.getLogger("feedbackflow.decode")
 
 # Event times further ahead than this are a producer's clock bug, not data to keep.
 MAX_FUTURE_SKEW = timedelta(days=1)
+# A UUIDv7 prediction id carries a time; feedback finds its prediction within this span of it.
+ID_TIME_SPAN = timedelta(days=1)
 
 
 class KafkaRecord(Protocol):
@@ -150,6 +152,7 @@ class Decoder:
                 if record.topic == predictions_topic:
                     prediction = self._prediction(record.value, kafka_ts, now)
                     self._check_time(prediction.ts, oldest, newest)
+                    _check_id_time(prediction.prediction_id, prediction.ts)
                     batch.predictions.append(prediction)
                 elif record.topic == feedback_topic:
                     feedback = self._feedback(record.value, kafka_ts, now)
@@ -239,6 +242,18 @@ class Decoder:
             where,
             reason,
             now,
+        )
+
+
+def _check_id_time(prediction_id: UUID, ts: datetime) -> None:
+    """Feedback looks a UUIDv7 prediction up near the time its id carries (one or two day
+    partitions instead of all of them), so the id must agree with the prediction's timestamp."""
+    id_time = _uuid7_time(prediction_id)
+    if id_time is not None and abs(id_time - ts) > ID_TIME_SPAN:
+        raise FieldError(
+            "prediction_id",
+            f"UUIDv7 time {id_time.isoformat()} is more than a day from timestamp "
+            f"{ts.isoformat()}: mint UUIDv7 ids at the event's time, or use another UUID version",
         )
 
 

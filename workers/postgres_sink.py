@@ -8,6 +8,7 @@ event exactly once from an at-least-once stream.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -27,6 +28,15 @@ class WindowOutcome:
     dead_letters_inserted: int
     resolved: Counter[str]
     expired_unmatched: int
+
+
+DEDUPE_SPAN = timedelta(days=1)  # join_sql.DEDUPE_SPAN
+
+
+def _span(times: Iterable[datetime]) -> tuple[datetime, datetime]:
+    """Earliest and latest of ``times``, widened by the dedupe span: constant partition bounds."""
+    seen = list(times)
+    return min(seen) - DEDUPE_SPAN, max(seen) + DEDUPE_SPAN
 
 
 def _count(status: str) -> int:
@@ -74,22 +84,39 @@ class PostgresSink:
                     records=contents.dead_letters,
                     columns=join_sql.DEAD_LETTER_COLUMNS,
                 )
-            predictions = _count(await conn.execute(join_sql.INSERT_PREDICTIONS))
-            feedback = _count(await conn.execute(join_sql.INSERT_FEEDBACK))
+            await conn.execute(join_sql.KEYED_PLANS)
+            predictions = feedback = 0
+            if contents.predictions:
+                low, high = _span(p.ts for p in contents.predictions)
+                predictions = _count(await conn.execute(join_sql.INSERT_PREDICTIONS, low, high))
+            if contents.feedback:
+                low, high = _span(f.ts for f in contents.feedback)
+                feedback = _count(await conn.execute(join_sql.INSERT_FEEDBACK, low, high))
             await conn.execute(join_sql.RESOLUTION_LOCK)
             await conn.execute(join_sql.GATHER_QUEUED)
-            resolved = Counter(
-                r["status"]
-                for r in await conn.fetch(join_sql.RESOLVE_CANDIDATES, self.retention, now)
-            )
-            await conn.execute(join_sql.DEQUEUE_RESOLVED)
-            resolved["expired"] += _count(
-                await conn.execute(join_sql.EXPIRE_PAST_RETENTION_BY_ID_TIME, self.retention, now)
-            )
-            await conn.execute(join_sql.ENQUEUE_UNRESOLVED)
+            resolved: Counter[str] = Counter()
+            bounds = await conn.fetchrow(join_sql.CANDIDATE_BOUNDS)
+            if bounds is not None and bounds["ts_min"] is not None:
+                id_low = bounds["id_time_min"] or now
+                id_high = bounds["id_time_max"] or now
+                resolved.update(
+                    r["status"]
+                    for r in await conn.fetch(
+                        join_sql.RESOLVE_CANDIDATES,
+                        self.retention,
+                        now,
+                        bounds["ts_min"],
+                        bounds["ts_max"],
+                        id_low - DEDUPE_SPAN,
+                        id_high + DEDUPE_SPAN,
+                    )
+                )
             unmatched = _count(
                 await conn.execute(join_sql.EXPIRE_UNMATCHED, now - self.retention, now)
             )
+            await conn.execute(join_sql.DEFAULT_PLANS)
+            await conn.execute(join_sql.DEQUEUE_RESOLVED)
+            await conn.execute(join_sql.ENQUEUE_UNRESOLVED)
             dead = 0
             if contents.dead_letters:
                 dead = _count(await conn.execute(join_sql.INSERT_DEAD_LETTERS))

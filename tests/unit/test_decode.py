@@ -6,7 +6,7 @@ import json
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
-from uuid import UUID
+from uuid import UUID, uuid4
 
 import pytest
 
@@ -18,7 +18,8 @@ from workers.decode import DeadLetter, DecodedBatch, Decoder, FeedbackRow, Predi
 TOPICS = TopicNames("test")
 NOW = datetime(2025, 11, 24, 16, tzinfo=UTC)
 NOW_MS = int(NOW.timestamp() * 1000)
-PREDICTION_ID = UUID("0190f3a1-2b3c-7d4e-8f00-112233445566")
+EVENT_TIME = datetime(2025, 11, 24, 15, tzinfo=UTC)
+PREDICTION_ID = uuid7(int(EVENT_TIME.timestamp() * 1000))
 EPISODE_ID = UUID("4f1c2a7e-9b3d-4c5e-8f00-000000000001")
 
 
@@ -343,8 +344,11 @@ def test_timestamp_older_than_retention_is_dead_lettered(decoder: Decoder) -> No
 
 
 def test_timestamp_just_inside_retention_is_kept(decoder: Decoder) -> None:
-    recent = (NOW - timedelta(days=89)).isoformat()
-    batch = decoder.decode([record(TOPICS.predictions, prediction(timestamp=recent))], NOW)
+    recent = NOW - timedelta(days=89)
+    event = prediction(
+        timestamp=recent.isoformat(), prediction_id=str(uuid7(int(recent.timestamp() * 1000)))
+    )
+    batch = decoder.decode([record(TOPICS.predictions, event)], NOW)
     assert len(batch.predictions) == 1
 
 
@@ -409,3 +413,22 @@ def test_oversized_integer_float_value_is_dead_lettered_not_raised(decoder: Deco
     batch = decoder.decode([good, bad], NOW)
     assert len(batch.feedback) == 1
     assert [(d.error_field, d.kafka_offset) for d in batch.dead_letters] == [("value", 1)]
+
+
+def test_uuid7_prediction_id_far_from_its_timestamp_is_dead_lettered(decoder: Decoder) -> None:
+    stale_id = uuid7(int((EVENT_TIME - timedelta(days=3)).timestamp() * 1000))
+    batch = decoder.decode(
+        [record(TOPICS.predictions, prediction(prediction_id=str(stale_id)))], NOW
+    )
+    assert batch.predictions == []
+    (dead,) = batch.dead_letters
+    assert dead.error_field == "prediction_id"
+    assert "more than a day from timestamp" in dead.reason
+
+
+def test_uuid4_prediction_id_may_carry_any_timestamp(decoder: Decoder) -> None:
+    batch = decoder.decode(
+        [record(TOPICS.predictions, prediction(prediction_id=str(uuid4())))], NOW
+    )
+    assert batch.dead_letters == []
+    assert len(batch.predictions) == 1

@@ -120,3 +120,15 @@ def test_build_feedback_with_registry_accepts_valid_event() -> None:
 def test_build_feedback_without_registry_does_not_check_metric() -> None:
     event = build_feedback(metric="no_such_metric", join_key="k", value=1)
     assert event.metric == "no_such_metric"
+
+
+def test_build_prediction_mints_its_uuid7_at_a_backfilled_timestamp() -> None:
+    when = datetime(2025, 6, 1, 12, tzinfo=UTC)
+    event = build_prediction(application="generate_haiku", timestamp=when)
+    assert event.prediction_id.version == 7
+    assert event.prediction_id.int >> 80 == int(when.timestamp() * 1000)
+
+
+def test_build_prediction_with_an_unparseable_timestamp_names_the_field() -> None:
+    with pytest.raises(ValueError, match="timestamp"):
+        build_prediction(application="generate_haiku", timestamp="yesterday")
