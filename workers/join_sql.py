@@ -58,15 +58,17 @@ CREATE TEMP TABLE IF NOT EXISTS stage_candidates
     ON COMMIT DELETE ROWS AS
     SELECT *, false AS queued FROM feedbackflow.pending_feedback WITH NO DATA;
 CREATE TEMP TABLE IF NOT EXISTS stage_resolved
-    (feedback_id uuid, join_key text, ts timestamptz, status text) ON COMMIT DELETE ROWS;
+    (feedback_id uuid, join_key text, ts timestamptz, status text, queued boolean)
+    ON COMMIT DELETE ROWS;
 """
 
 # Ids are idempotency keys.  A replay carries the same event time, and a producer's retry a
 # close one, so the look-up for an earlier copy is bounded to a day either side of the event's
-# time.  Every statement below that probes a partitioned table per row also takes constant
-# bounds ($-parameters computed from the window), so that the partitions are pruned once, when
-# the statement starts: pruning them again for each probed row costs ~0.3 ms per row with 90
-# day partitions, a thousand times the index probe itself (measured, docs/performance.md).
+# time.  Every statement below that reaches a partitioned table by key also takes constant time
+# bounds ($-parameters computed from the window), so the planner prunes to the two or three day
+# partitions the window touches before it chooses a join.  Without them it either hashes every
+# partition (the whole history, once per window) or probes all ~90 per row (run-time pruning
+# of a 90-way Append costs ~0.3 ms per row, 300x the index probe; docs/performance.md).
 DEDUPE_SPAN = "interval '1 day'"
 _TARGET = _cols(TARGET_COLUMNS)
 _QUEUED_TARGET = _cols(TARGET_COLUMNS, "q")
@@ -120,13 +122,6 @@ FROM feedbackflow.pending_feedback q JOIN stage_predictions s
 
 _PREDICTION = "SELECT p.prediction_id, p.application, p.model, p.ts FROM feedbackflow.predictions p"
 
-# Statements that reach the partitioned tables by key run as nested loops over the window's rows:
-# each probe is then pruned at run time to the one or two day partitions its key's time names.
-# The planner costs a partitioned Append as if every partition were probed, so left alone it
-# prefers a hash join that reads every partition -- the whole history -- once per window.
-KEYED_PLANS = "SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off"
-DEFAULT_PLANS = "SET LOCAL enable_hashjoin = on; SET LOCAL enable_mergejoin = on"
-
 CANDIDATE_BOUNDS = """
 SELECT min(ts) AS ts_min, max(ts) AS ts_max,
        min(target_id_time) AS id_time_min, max(target_id_time) AS id_time_max
@@ -145,7 +140,7 @@ FROM stage_candidates
 # retention is expired now: retention already dropped that prediction.
 RESOLVE_CANDIDATES = f"""
 WITH found AS (
-    SELECT c.feedback_id, c.join_key, c.ts, m.prediction_id, m.application, m.model,
+    SELECT c.feedback_id, c.join_key, c.ts, c.queued, m.prediction_id, m.application, m.model,
            m.ts AS prediction_ts,
            CASE WHEN m.ts IS NOT NULL AND c.ts - m.ts > $1::interval THEN 'expired'
                 WHEN m.ts IS NOT NULL THEN 'joined'
@@ -187,16 +182,17 @@ WITH found AS (
     FROM found
     WHERE found.status IS NOT NULL AND {_same_feedback("f", "found")} AND f.status = 'pending'
       AND f.ts >= $3 AND f.ts <= $4
-    RETURNING f.feedback_id, f.join_key, f.ts, f.status
+    RETURNING f.feedback_id, f.join_key, f.ts, f.status, found.queued
 )
-INSERT INTO stage_resolved (feedback_id, join_key, ts, status)
-SELECT feedback_id, join_key, ts, status FROM updated
-RETURNING status
+INSERT INTO stage_resolved (feedback_id, join_key, ts, status, queued)
+SELECT feedback_id, join_key, ts, status, queued FROM updated
+RETURNING status, queued
 """
 
+# Run only when RESOLVE_CANDIDATES resolved queued feedback.
 DEQUEUE_RESOLVED = f"""
 DELETE FROM feedbackflow.pending_feedback q USING stage_resolved r
-WHERE {_same_feedback("q", "r")}
+WHERE r.queued AND {_same_feedback("q", "r")}
 """
 
 ENQUEUE_UNRESOLVED = f"""

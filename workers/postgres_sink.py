@@ -84,7 +84,6 @@ class PostgresSink:
                     records=contents.dead_letters,
                     columns=join_sql.DEAD_LETTER_COLUMNS,
                 )
-            await conn.execute(join_sql.KEYED_PLANS)
             predictions = feedback = 0
             if contents.predictions:
                 low, high = _span(p.ts for p in contents.predictions)
@@ -95,27 +94,27 @@ class PostgresSink:
             await conn.execute(join_sql.RESOLUTION_LOCK)
             await conn.execute(join_sql.GATHER_QUEUED)
             resolved: Counter[str] = Counter()
+            dequeue = False
             bounds = await conn.fetchrow(join_sql.CANDIDATE_BOUNDS)
             if bounds is not None and bounds["ts_min"] is not None:
                 id_low = bounds["id_time_min"] or now
                 id_high = bounds["id_time_max"] or now
-                resolved.update(
-                    r["status"]
-                    for r in await conn.fetch(
-                        join_sql.RESOLVE_CANDIDATES,
-                        self.retention,
-                        now,
-                        bounds["ts_min"],
-                        bounds["ts_max"],
-                        id_low - DEDUPE_SPAN,
-                        id_high + DEDUPE_SPAN,
-                    )
+                rows = await conn.fetch(
+                    join_sql.RESOLVE_CANDIDATES,
+                    self.retention,
+                    now,
+                    bounds["ts_min"],
+                    bounds["ts_max"],
+                    id_low - DEDUPE_SPAN,
+                    id_high + DEDUPE_SPAN,
                 )
+                resolved.update(r["status"] for r in rows)
+                dequeue = any(r["queued"] for r in rows)
             unmatched = _count(
                 await conn.execute(join_sql.EXPIRE_UNMATCHED, now - self.retention, now)
             )
-            await conn.execute(join_sql.DEFAULT_PLANS)
-            await conn.execute(join_sql.DEQUEUE_RESOLVED)
+            if dequeue:
+                await conn.execute(join_sql.DEQUEUE_RESOLVED)
             await conn.execute(join_sql.ENQUEUE_UNRESOLVED)
             dead = 0
             if contents.dead_letters:

@@ -26,9 +26,7 @@ async def apply_retention(
     conn: asyncpg.Connection, retention: timedelta, now: datetime
 ) -> RetentionResult:
     horizon = now - retention
-    async with conn.transaction():
-        await conn.execute(join_sql.KEYED_PLANS)
-        status = await conn.execute(join_sql.EXPIRE_UNMATCHED, horizon, now)
+    status = await conn.execute(join_sql.EXPIRE_UNMATCHED, horizon, now)
     expired = int(status.rsplit(" ", 1)[-1])
     dropped: list[str] = []
     for table in PARTITIONED_TABLES:

@@ -19,6 +19,7 @@ from tests.integration.harness import (
     producer,
     running_worker,
     wait_for_count,
+    wait_until,
 )
 from workers.embedded import TansuBroker
 
@@ -165,13 +166,17 @@ async def test_malformed_messages_become_dead_letters_and_the_partition_keeps_fl
             db, "SELECT count(*) FROM feedbackflow.feedback WHERE status = 'joined'", 1
         )
         await wait_for_count(db, "SELECT count(*) FROM feedbackflow.dead_letters", len(bad))
-        counted = sum(
-            sample.value
-            for metric in worker.telemetry.dead_letters.collect()
-            for sample in metric.samples
-            if sample.name.endswith("_total")
-        )
-    assert counted == len(bad)
+
+        async def counted() -> bool:  # counters move after the offset commit, just after the rows
+            total = sum(
+                sample.value
+                for metric in worker.telemetry.dead_letters.collect()
+                for sample in metric.samples
+                if sample.name.endswith("_total")
+            )
+            return total == len(bad)
+
+        await wait_until(counted, within=10, what="the dead-letter counter to reach 5")
     rows = await db.fetch("SELECT payload, error_field, reason FROM feedbackflow.dead_letters")
     assert len(rows) == len(bad)
     for row in rows:
