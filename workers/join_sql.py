@@ -44,7 +44,10 @@ def _same_feedback(a: str, b: str) -> str:
     return f"{a}.feedback_id = {b}.feedback_id AND {a}.join_key = {b}.join_key AND {a}.ts = {b}.ts"
 
 
+# Each window's statements are planned with its own bounds: a generic plan of a prepared
+# statement cannot prune partitions by them and was measured 25x slower (docs/performance.md).
 CREATE_STAGING = f"""
+SET plan_cache_mode = force_custom_plan;
 CREATE TEMP TABLE IF NOT EXISTS stage_predictions
     ON COMMIT DELETE ROWS AS
     SELECT {_cols(PREDICTION_COLUMNS)} FROM feedbackflow.predictions WITH NO DATA;
@@ -60,6 +63,8 @@ CREATE TEMP TABLE IF NOT EXISTS stage_candidates
 CREATE TEMP TABLE IF NOT EXISTS stage_resolved
     (feedback_id uuid, join_key text, ts timestamptz, status text, queued boolean)
     ON COMMIT DELETE ROWS;
+CREATE INDEX IF NOT EXISTS stage_candidates_key ON stage_candidates (feedback_id);
+CREATE INDEX IF NOT EXISTS stage_resolved_key ON stage_resolved (feedback_id);
 """
 
 # Ids are idempotency keys.  A replay carries the same event time, and a producer's retry a
@@ -121,6 +126,14 @@ FROM feedbackflow.pending_feedback q JOIN stage_predictions s
 """
 
 _PREDICTION = "SELECT p.prediction_id, p.application, p.model, p.ts FROM feedbackflow.predictions p"
+
+# Staging tables are never auto-analyzed, and rows inserted in this transaction are in no
+# statistics: the planner can think a side of a join holds one row and loop over the other.  So
+# staging tables get their real sizes, and those that can land on the inner side of a join an
+# index: a mis-estimated nested loop then probes instead of rescanning (measured: 40x slower
+# windows without).
+ANALYZE_STAGED = "ANALYZE stage_predictions, stage_feedback"
+ANALYZE_CANDIDATES = "ANALYZE stage_candidates"
 
 CANDIDATE_BOUNDS = """
 SELECT min(ts) AS ts_min, max(ts) AS ts_max,

@@ -84,6 +84,7 @@ class PostgresSink:
                     records=contents.dead_letters,
                     columns=join_sql.DEAD_LETTER_COLUMNS,
                 )
+            await conn.execute(join_sql.ANALYZE_STAGED)
             predictions = feedback = 0
             if contents.predictions:
                 low, high = _span(p.ts for p in contents.predictions)
@@ -93,6 +94,7 @@ class PostgresSink:
                 feedback = _count(await conn.execute(join_sql.INSERT_FEEDBACK, low, high))
             await conn.execute(join_sql.RESOLUTION_LOCK)
             await conn.execute(join_sql.GATHER_QUEUED)
+            await conn.execute(join_sql.ANALYZE_CANDIDATES)
             resolved: Counter[str] = Counter()
             dequeue = False
             bounds = await conn.fetchrow(join_sql.CANDIDATE_BOUNDS)
