@@ -84,7 +84,6 @@ class PostgresSink:
                     records=contents.dead_letters,
                     columns=join_sql.DEAD_LETTER_COLUMNS,
                 )
-            await conn.execute(join_sql.ANALYZE_STAGED)
             predictions = feedback = 0
             if contents.predictions:
                 low, high = _span(p.ts for p in contents.predictions)
