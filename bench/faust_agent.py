@@ -4,7 +4,7 @@ This is the design the worker replaced.  The agent does only what the consume ce
 (``model_validate_json`` per message) and writes nothing, so its rate is an *upper bound* for any
 naive agent that would also insert each event into Postgres.
 
-Run as a subprocess (``python -m bench.faust_agent worker -l warning``) because faust's worker
+Run as a subprocess (``python -m bench.faust_agent worker -l warn``) because faust's worker
 owns its event loop and process lifecycle; it prints one ``RESULT {json}`` line and exits.
 """
 
@@ -27,6 +27,7 @@ ENV_BROKER = "FFBENCH_BROKER"
 ENV_PREFIX = "FFBENCH_TOPIC_PREFIX"
 ENV_EVENTS = "FFBENCH_EVENTS"
 ENV_APP_ID = "FFBENCH_APP_ID"
+ENV_DATADIR = "FFBENCH_DATADIR"
 
 
 @dataclass(frozen=True)
@@ -45,10 +46,11 @@ def run_faust_agent(
         ENV_PREFIX: topics.prefix,
         ENV_EVENTS: str(expected),
         ENV_APP_ID: f"ffbench-faust-{uuid.uuid4().hex[:8]}",
+        ENV_DATADIR: str(log.parent / "faust-data"),
     }
     with log.open("wb") as out:
         process = subprocess.Popen(
-            [sys.executable, "-m", "bench.faust_agent", "worker", "-l", "warning"],
+            [sys.executable, "-m", "bench.faust_agent", "worker", "-l", "warn"],
             env=env,
             stdout=out,
             stderr=subprocess.STDOUT,
@@ -60,8 +62,8 @@ def run_faust_agent(
             process.wait()
             raise RuntimeError(f"faust agent did not finish in {timeout}s; see {log}") from None
     for line in log.read_text(errors="replace").splitlines():
-        if line.startswith("RESULT "):
-            result = json.loads(line.removeprefix("RESULT "))
+        if "RESULT " in line:  # faust routes stdout through its logger: find it in the line
+            result = json.loads(line.split("RESULT ", 1)[1])
             return FaustResult(
                 Throughput(int(result["events"]), float(result["seconds"])),
                 float(result["cpu_percent"]),
@@ -80,6 +82,7 @@ def _build_app() -> Any:
         os.environ[ENV_APP_ID],
         broker=f"kafka://{os.environ[ENV_BROKER]}",
         store="memory://",
+        datadir=os.environ[ENV_DATADIR],
         web_enabled=False,
         topic_partitions=1,
         topic_replication_factor=1,
@@ -91,7 +94,7 @@ def _build_app() -> Any:
     channel = app.topic(*topics.inputs, value_serializer="raw")
     state = {"n": 0, "t0": 0.0, "cpu0": 0.0}
 
-    @app.agent(channel)  # type: ignore[misc]
+    @app.agent(channel)
     async def naive(stream: Any) -> None:
         async for value in stream:
             if not state["n"]:

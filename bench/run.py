@@ -1,0 +1,182 @@
+"""``python -m bench.run [throughput|history|doc]``: one command per measurement set.
+
+``throughput`` (the default, what ``make bench`` runs) measures in one run, on one event set:
+(1) the consume+validate ceiling, (2) the COPY ceiling, (3) the naive faust agent, (4) the worker
+end to end; then the worker's peak RSS by window cap and pending feedback, and the produce-to-
+visible latency with a 1 s window.  ``history`` times closing a 50k-event window with 100k and
+with 10M predictions stored (minutes of loading, hence separate).  Both rewrite
+docs/performance.md from the saved results.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import tempfile
+import time
+import uuid
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from bench import data, history, report
+from bench.ceilings import Throughput, consume_ceiling, write_ceiling
+from bench.faust_agent import run_faust_agent
+from bench.infra import running_stack
+from bench.worker_e2e import EndToEnd, load_pending, run_end_to_end, run_latency
+from ingest.topics import TopicNames
+
+
+def _say(text: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {text}", flush=True)
+
+
+def _t(x: Throughput) -> dict[str, Any]:
+    return {"events": x.events, "seconds": x.seconds, "per_second": x.per_second}
+
+
+def _run(e: EndToEnd) -> dict[str, Any]:
+    return {
+        "label": e.label,
+        "max_window_events": e.max_window_events,
+        "pending_before": e.pending_before,
+        "per_second": e.throughput.per_second,
+        "peak_rss_mb": e.peak_rss_mb,
+        "windows": e.windows,
+        "window_write_seconds": e.window_write_seconds,
+    }
+
+
+async def throughput(args: argparse.Namespace) -> dict[str, Any]:
+    workdir = Path(tempfile.mkdtemp(prefix="ffbench-"))
+    _say(f"generating {args.events:,} events (logs in {workdir})")
+    events = data.generate(args.events)
+    topics = TopicNames(f"ffbench{uuid.uuid4().hex[:8]}")
+    async with running_stack() as stack:
+        seconds = await data.produce(stack.bootstrap, topics, events)
+        _say(f"produced to {topics.prefix}.* in {seconds:.1f}s")
+
+        consume = await consume_ceiling(stack.bootstrap, topics, events.events)
+        _say(f"(1) consume ceiling: {consume.per_second:,.0f} events/s")
+
+        rows = data.decode(events.messages, topics, data.registry())
+        write = await write_ceiling(await stack.database("write"), rows)
+        del rows
+        _say(f"(2) write ceiling: {write.per_second:,.0f} events/s")
+
+        faust = await asyncio.to_thread(
+            run_faust_agent, stack.bootstrap, topics, events.events, workdir / "faust.log"
+        )
+        _say(f"(3) naive faust agent: {faust.throughput.per_second:,.0f} events/s")
+
+        e2e = await run_end_to_end(
+            "cap50k", stack.bootstrap, await stack.database("e2e"), topics, events, workdir
+        )
+        _say(f"(4) worker: {e2e.throughput.per_second:,.0f} events/s, {e2e.peak_rss_mb:.0f} MB")
+
+        small_cap = await run_end_to_end(
+            "cap10k",
+            stack.bootstrap,
+            await stack.database("cap10k"),
+            topics,
+            events,
+            workdir,
+            max_window_events=10_000,
+        )
+        _say(
+            f"    cap 10k: {small_cap.throughput.per_second:,.0f} ev/s, "
+            f"{small_cap.peak_rss_mb:.0f} MB"
+        )
+
+        pending_db = await stack.database("pending")
+        _say(f"    loading {args.pending:,} pending feedback")
+        await load_pending(pending_db, args.pending)
+        pending = await run_end_to_end(
+            "cap50k+pending",
+            stack.bootstrap,
+            pending_db,
+            topics,
+            events,
+            workdir,
+            pending_before=args.pending,
+        )
+        _say(
+            f"    with pending: {pending.throughput.per_second:,.0f} ev/s, "
+            f"{pending.peak_rss_mb:.0f} MB"
+        )
+
+        latency = await run_latency(
+            stack.bootstrap,
+            await stack.database("latency"),
+            workdir,
+            rate=args.latency_rate,
+            seconds=args.latency_seconds,
+        )
+        _say(f"latency p50 {latency.p50_ms:.0f} ms, p99 {latency.p99_ms:.0f} ms")
+    return {
+        "events": events.events,
+        "predictions": events.predictions,
+        "feedback": events.feedback,
+        "early_feedback": events.early_feedback,
+        "partitions": data.PARTITIONS,
+        "consume": _t(consume),
+        "write": _t(write),
+        "faust": {**_t(faust.throughput), "cpu_percent": faust.cpu_percent},
+        "worker": {**_t(e2e.throughput), "peak_rss_mb": e2e.peak_rss_mb},
+        "rss_runs": [_run(e2e), _run(small_cap), _run(pending)],
+        "latency": asdict(latency),
+    }
+
+
+async def history_run(args: argparse.Namespace) -> dict[str, Any]:
+    sizes = [100_000, 1_000_000 if args.quick else args.predictions]
+    points = []
+    load_seconds = 0.0
+    async with running_stack(with_broker=False) as stack:
+        url = await stack.database("history")
+        stored = 0
+        for i, size in enumerate(sizes):
+            _say(f"growing history to {size:,} predictions")
+            load_seconds += await history.grow_history(url, size, stored)
+            stored = size
+            point = await history.time_window_writes(url, size, runs=args.runs, seed=100 + i)
+            _say(
+                f"    window write with {size:,} stored: median {point.median:.2f}s "
+                f"{point.write_seconds}"
+            )
+            points.append({**asdict(point), "median": point.median})
+            stored += (args.runs + 1) * (history.WINDOW_EVENTS * 7 // 10)
+    return {"points": points, "load_seconds": load_seconds}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__)
+    sub = parser.add_subparsers(dest="command")
+    t = sub.add_parser("throughput", help="(default) ceilings, faust, worker, RSS, latency")
+    h = sub.add_parser("history", help="window write time with 100k vs 10M stored")
+    sub.add_parser("doc", help="only re-render docs/performance.md from bench/results/")
+    for p in (parser, t):
+        p.add_argument("--events", type=int, default=200_000)
+        p.add_argument("--pending", type=int, default=1_000_000)
+        p.add_argument("--latency-rate", type=int, default=3_000)
+        p.add_argument("--latency-seconds", type=float, default=20.0)
+    h.add_argument("--predictions", type=int, default=10_000_000)
+    h.add_argument("--quick", action="store_true", help="1M instead of 10M")
+    h.add_argument("--runs", type=int, default=3)
+    args = parser.parse_args()
+    command = args.command or "throughput"
+    if command == "throughput":
+        report.save("throughput", asyncio.run(throughput(args)))
+    elif command == "history":
+        report.save("history", asyncio.run(history_run(args)))
+    results = report.load("throughput")
+    if results and command == "throughput":
+        print(report.throughput_table(results))
+    hist = report.load("history")
+    if hist and command == "history":
+        print(report.history_table(hist))
+    print(f"wrote {report.write_doc()}")
+
+
+if __name__ == "__main__":
+    main()
