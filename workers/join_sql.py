@@ -3,16 +3,17 @@
 Order inside the transaction (``PostgresSink.write``):
 
 1. COPY the window into per-connection staging tables (``ON COMMIT DELETE ROWS``).
-2. Insert predictions, then feedback (as *pending*).  Both are idempotent on their id: a replayed
-   window, or the same event sent three times, inserts nothing new.  The feedback actually
-   inserted become this window's *candidates*.
-3. Take the resolution lock (one worker at a time from here to commit), and add to the
-   candidates the queued pending feedback whose target is among this window's predictions.
-4. Resolve every candidate with one look-up chosen by its target: *joined* when its prediction
-   is stored, *expired* (``prediction_past_retention``) when the feedback came more than the
-   retention after it, or when its UUIDv7 target says so and retention already dropped it.
-5. Expire queued feedback older than the retention (``no_prediction_within_retention``).
-6. Resolved entries leave the queue; new candidates still unresolved join it.
+2. Insert predictions, idempotent on their id: a replayed window, or the same event sent three
+   times, inserts nothing new.
+3. Take the resolution lock (one worker at a time from here to commit; see RESOLUTION_LOCK).
+4. Insert feedback, idempotent on its id, *already resolved*: each row is looked up as it is
+   inserted and stored as *joined*, as *expired* (``prediction_past_retention``: it came more
+   than the retention after its prediction, or its UUIDv7 target says so and retention already
+   dropped the prediction), or as *pending*, in which case it also joins the queue
+   ``pending_feedback``.  A feedback is written once, not inserted and then updated.
+5. Resolve the queued feedback whose target is among this window's predictions, and take it off
+   the queue.
+6. Expire queued feedback older than the retention (``no_prediction_within_retention``).
 7. Insert dead letters (idempotent on topic, partition, offset).
 
 Every statement is bounded by the window (index look-ups per staged row, on two or three day
@@ -46,6 +47,8 @@ def _same_feedback(a: str, b: str) -> str:
 
 # Each window's statements are planned with its own bounds: a generic plan of a prepared
 # statement cannot prune partitions by them and was measured 25x slower (docs/performance.md).
+# Each window's statements are planned with its own bounds: a generic plan of a prepared
+# statement cannot prune partitions by them and was measured 25x slower (docs/performance.md).
 CREATE_STAGING = f"""
 SET plan_cache_mode = force_custom_plan;
 CREATE TEMP TABLE IF NOT EXISTS stage_predictions
@@ -57,14 +60,10 @@ CREATE TEMP TABLE IF NOT EXISTS stage_feedback
 CREATE TEMP TABLE IF NOT EXISTS stage_dead_letters
     ON COMMIT DELETE ROWS AS
     SELECT {_cols(DEAD_LETTER_COLUMNS)} FROM feedbackflow.dead_letters WITH NO DATA;
-CREATE TEMP TABLE IF NOT EXISTS stage_candidates
+CREATE TEMP TABLE IF NOT EXISTS stage_queued
     ON COMMIT DELETE ROWS AS
-    SELECT *, false AS queued FROM feedbackflow.pending_feedback WITH NO DATA;
-CREATE TEMP TABLE IF NOT EXISTS stage_resolved
-    (feedback_id uuid, join_key text, ts timestamptz, status text, queued boolean)
-    ON COMMIT DELETE ROWS;
-CREATE INDEX IF NOT EXISTS stage_candidates_key ON stage_candidates (feedback_id);
-CREATE INDEX IF NOT EXISTS stage_resolved_key ON stage_resolved (feedback_id);
+    SELECT * FROM feedbackflow.pending_feedback WITH NO DATA;
+CREATE INDEX IF NOT EXISTS stage_queued_key ON stage_queued (feedback_id);
 """
 
 # Ids are idempotency keys.  A replay carries the same event time, and a producer's retry a
@@ -76,9 +75,8 @@ CREATE INDEX IF NOT EXISTS stage_resolved_key ON stage_resolved (feedback_id);
 # of a 90-way Append costs ~0.3 ms per row, 300x the index probe; docs/performance.md).
 DEDUPE_SPAN = "interval '1 day'"
 _TARGET = _cols(TARGET_COLUMNS)
-_QUEUED_TARGET = _cols(TARGET_COLUMNS, "q")
 
-# $1, $2: the window's earliest and latest event time, widened by DEDUPE_SPAN.
+# $1, $2: the window's earliest and latest prediction time, widened by DEDUPE_SPAN.
 INSERT_PREDICTIONS = f"""
 INSERT INTO feedbackflow.predictions ({_cols(PREDICTION_COLUMNS)})
 SELECT {_cols(PREDICTION_COLUMNS, "s")} FROM stage_predictions s
@@ -89,97 +87,143 @@ WHERE NOT EXISTS (
 ON CONFLICT DO NOTHING
 """
 
-# $1, $2: as for INSERT_PREDICTIONS.
+# A feedback and its prediction written by two workers at once would otherwise miss each other:
+# under READ COMMITTED neither sees the other's uncommitted row.  Each worker inserts its
+# predictions, then takes this transaction-scoped lock, then inserts and resolves feedback.
+# Whichever takes it second runs its statements after the first committed and sees its rows:
+# its feedback finds the other's predictions, or its predictions find the other's queued
+# feedback.  COPY and the prediction inserts, most of the work, still run in parallel.
+RESOLUTION_LOCK = "SELECT pg_advisory_xact_lock(4627188117730549063)"
+
+_PREDICTION = "SELECT p.prediction_id, p.application, p.model, p.ts FROM feedbackflow.predictions p"
+
+
+def _lookup(row: str, low: str, high: str) -> str:
+    """The prediction a feedback ``row`` names, as ``m``: one look-up chosen by its target.
+
+    The conditions on ``row`` alone are one-time filters, so the other branches never touch the
+    predictions table.  A UUIDv7 target is looked up only around the time its id carries, within
+    the constant bounds ``low``..``high`` (decoding holds predictions to that: a UUIDv7 id more
+    than a day from its timestamp is a dead letter); other ids, join keys and episodes search
+    every partition.  A join key names its latest prediction; an episode is represented by its
+    first prediction (the view episode_feedback_predictions lists them all).
+    """
+    return f"""LEFT JOIN LATERAL (
+        ({_PREDICTION}
+         WHERE {row}.target_id_time IS NOT NULL AND p.prediction_id = {row}.target_prediction_id
+           AND p.ts >= {low} AND p.ts <= {high}
+           AND p.ts >= {row}.target_id_time - {DEDUPE_SPAN}
+           AND p.ts <= {row}.target_id_time + {DEDUPE_SPAN}
+         LIMIT 1)
+        UNION ALL
+        ({_PREDICTION}
+         WHERE {row}.target_id_time IS NULL AND {row}.target_prediction_id IS NOT NULL
+           AND p.prediction_id = {row}.target_prediction_id
+         LIMIT 1)
+        UNION ALL
+        ({_PREDICTION}
+         WHERE {row}.target_join_key IS NOT NULL AND p.join_key = {row}.target_join_key
+         ORDER BY p.ts DESC LIMIT 1)
+        UNION ALL
+        (SELECT NULL::uuid, p.application, p.model, p.ts FROM feedbackflow.predictions p
+         WHERE {row}.target_episode_id IS NOT NULL AND p.episode_id = {row}.target_episode_id
+         ORDER BY p.ts ASC LIMIT 1)
+        LIMIT 1
+    ) m ON true"""
+
+
+def _status(row: str, retention: str) -> str:
+    """joined, expired (past retention) or pending, from the look-up ``m`` of ``row``."""
+    return f"""CASE
+        WHEN m.ts IS NOT NULL AND {row}.ts - m.ts > {retention}::interval THEN 'expired'
+        WHEN m.ts IS NOT NULL THEN 'joined'
+        WHEN {row}.target_id_time < {row}.ts - {retention}::interval THEN 'expired'
+        ELSE 'pending' END"""
+
+
+_RESOLVED = (
+    "status",
+    "status_reason",
+    "prediction_id",
+    "application",
+    "model",
+    "prediction_ts",
+    "delay_seconds",
+    "resolved_at",
+)
+
+# $1, $2: the window's earliest and latest feedback time, widened by DEDUPE_SPAN; $3: retention;
+# $4: now; $5, $6: the earliest and latest time the window's UUIDv7 targets carry, widened.
 INSERT_FEEDBACK = f"""
-WITH inserted AS (
-    INSERT INTO feedbackflow.feedback ({_cols(FEEDBACK_COLUMNS)})
-    SELECT {_cols(FEEDBACK_COLUMNS, "s")} FROM stage_feedback s
+WITH resolved AS (
+    SELECT {_cols(FEEDBACK_COLUMNS, "s")},
+           m.prediction_id AS found_id, m.application AS found_application,
+           m.model AS found_model, m.ts AS found_ts, {_status("s", "$3")} AS status
+    FROM stage_feedback s
+    {_lookup("s", "$5", "$6")}
     WHERE NOT EXISTS (
         SELECT 1 FROM feedbackflow.feedback f
         WHERE f.feedback_id = s.feedback_id AND f.ts >= $1 AND f.ts <= $2
           AND f.ts >= s.ts - {DEDUPE_SPAN} AND f.ts <= s.ts + {DEDUPE_SPAN})
+), inserted AS (
+    INSERT INTO feedbackflow.feedback ({_cols(FEEDBACK_COLUMNS)}, {_cols(_RESOLVED)})
+    SELECT {_cols(FEEDBACK_COLUMNS)}, status,
+           CASE WHEN status = 'expired' THEN '{PREDICTION_PAST_RETENTION}' END,
+           found_id, found_application, found_model, found_ts,
+           extract(epoch FROM ts - found_ts),
+           CASE WHEN status <> 'pending' THEN $4::timestamptz END
+    FROM resolved
     ON CONFLICT DO NOTHING
-    RETURNING feedback_id, join_key, ts, {_TARGET}
+    RETURNING feedback_id, join_key, ts, status, {_TARGET}
+), queued AS (
+    INSERT INTO feedbackflow.pending_feedback (feedback_id, join_key, ts, {_TARGET})
+    SELECT feedback_id, join_key, ts, {_TARGET} FROM inserted WHERE status = 'pending'
+    ON CONFLICT DO NOTHING
 )
-INSERT INTO stage_candidates (feedback_id, join_key, ts, {_TARGET}, queued)
-SELECT feedback_id, join_key, ts, {_TARGET}, false FROM inserted
+SELECT status, count(*) AS feedback FROM inserted GROUP BY status
 """
 
-# Resolution is serialised across workers by a transaction-scoped lock, taken after the inserts.
-# A feedback and its prediction written by two workers at once would otherwise miss each other
-# (under READ COMMITTED neither sees the other's uncommitted row); with the lock, whichever
-# resolves second starts its statements after the first has committed, and sees its rows.
-RESOLUTION_LOCK = "SELECT pg_advisory_xact_lock(4627188117730549063)"
+_QUEUED = _cols(("feedback_id", "join_key", "ts", *TARGET_COLUMNS), "q")
 
+# Queued feedback a prediction of this window resolves.
 GATHER_QUEUED = f"""
-INSERT INTO stage_candidates (feedback_id, join_key, ts, {_TARGET}, queued)
-SELECT q.feedback_id, q.join_key, q.ts, {_QUEUED_TARGET}, true
-FROM feedbackflow.pending_feedback q JOIN stage_predictions s
-    ON q.target_prediction_id = s.prediction_id
+INSERT INTO stage_queued
+SELECT {_QUEUED} FROM feedbackflow.pending_feedback q
+    JOIN stage_predictions s ON q.target_prediction_id = s.prediction_id
 UNION
-SELECT q.feedback_id, q.join_key, q.ts, {_QUEUED_TARGET}, true
-FROM feedbackflow.pending_feedback q JOIN stage_predictions s ON q.target_join_key = s.join_key
+SELECT {_QUEUED} FROM feedbackflow.pending_feedback q
+    JOIN stage_predictions s ON q.target_join_key = s.join_key
 UNION
-SELECT q.feedback_id, q.join_key, q.ts, {_QUEUED_TARGET}, true
-FROM feedbackflow.pending_feedback q JOIN stage_predictions s
-    ON q.target_episode_id = s.episode_id
+SELECT {_QUEUED} FROM feedbackflow.pending_feedback q
+    JOIN stage_predictions s ON q.target_episode_id = s.episode_id
 """
 
-_PREDICTION = "SELECT p.prediction_id, p.application, p.model, p.ts FROM feedbackflow.predictions p"
+# The queue's size swings faster than autovacuum's thresholds follow (and autovacuum may be off):
+# with stale statistics the planner read the whole queue to gather a window's queued feedback
+# (170 ms instead of 5 ms).  The sink refreshes them when the queue has changed enough.
+ANALYZE_QUEUE = "ANALYZE feedbackflow.pending_feedback"
+QUEUE_SIZE_ESTIMATE = (
+    "SELECT reltuples FROM pg_class WHERE oid = 'feedbackflow.pending_feedback'::regclass"
+)
 
-# Rows inserted in this transaction are in no statistics, so the planner can think one side of a
-# join holds a single row and loop over the other.  The staging tables that can land on the
-# inner side get an index (a mis-estimated nested loop then probes instead of rescanning:
-# measured 40x slower windows without), and the candidates, built by SQL, their real size.
-ANALYZE_CANDIDATES = "ANALYZE stage_candidates"
+# Rows inserted in this transaction are in no statistics: without its real size the planner has
+# looped over a whole staging table per row (measured 40x slower windows).
+ANALYZE_QUEUED = "ANALYZE stage_queued"
 
-CANDIDATE_BOUNDS = """
+QUEUED_BOUNDS = """
 SELECT min(ts) AS ts_min, max(ts) AS ts_max,
        min(target_id_time) AS id_time_min, max(target_id_time) AS id_time_max
-FROM stage_candidates
+FROM stage_queued
 """
 
-# $1: retention (interval), $2: now, $3/$4: the candidates' earliest and latest time, $5/$6: the
+# $1: retention, $2: now, $3/$4: the queued feedback's earliest and latest time, $5/$6: the
 # earliest and latest time their UUIDv7 targets carry, widened by DEDUPE_SPAN.
-# One look-up per candidate, chosen by its target: the conditions on ``c`` alone are one-time
-# filters, so the other branches never touch the predictions table.  A UUIDv7 target is looked
-# up only in the partitions around the time its id carries (decoding holds predictions to that:
-# a UUIDv7 id more than DEDUPE_SPAN from its timestamp is a dead letter); other ids, join keys
-# and episodes search every partition.  A join key names its latest prediction; an episode is
-# represented by its first prediction (the view episode_feedback_predictions lists them all).
-# A new feedback whose prediction is not stored but whose UUIDv7 target is older than the
-# retention is expired now: retention already dropped that prediction.
-RESOLVE_CANDIDATES = f"""
+RESOLVE_QUEUED = f"""
 WITH found AS (
-    SELECT c.feedback_id, c.join_key, c.ts, c.queued, m.prediction_id, m.application, m.model,
-           m.ts AS prediction_ts,
-           CASE WHEN m.ts IS NOT NULL AND c.ts - m.ts > $1::interval THEN 'expired'
-                WHEN m.ts IS NOT NULL THEN 'joined'
-                WHEN NOT c.queued AND c.target_id_time < c.ts - $1::interval THEN 'expired'
-           END AS status
-    FROM stage_candidates c
-    LEFT JOIN LATERAL (
-        ({_PREDICTION}
-         WHERE c.target_id_time IS NOT NULL AND p.prediction_id = c.target_prediction_id
-           AND p.ts >= $5 AND p.ts <= $6
-           AND p.ts >= c.target_id_time - {DEDUPE_SPAN}
-           AND p.ts <= c.target_id_time + {DEDUPE_SPAN}
-         LIMIT 1)
-        UNION ALL
-        ({_PREDICTION}
-         WHERE c.target_id_time IS NULL AND c.target_prediction_id IS NOT NULL
-           AND p.prediction_id = c.target_prediction_id
-         LIMIT 1)
-        UNION ALL
-        ({_PREDICTION}
-         WHERE c.target_join_key IS NOT NULL AND p.join_key = c.target_join_key
-         ORDER BY p.ts DESC LIMIT 1)
-        UNION ALL
-        (SELECT NULL::uuid, p.application, p.model, p.ts FROM feedbackflow.predictions p
-         WHERE c.target_episode_id IS NOT NULL AND p.episode_id = c.target_episode_id
-         ORDER BY p.ts ASC LIMIT 1)
-        LIMIT 1
-    ) m ON true
+    SELECT c.feedback_id, c.join_key, c.ts, m.prediction_id, m.application, m.model,
+           m.ts AS prediction_ts, {_status("c", "$1")} AS status
+    FROM stage_queued c
+    {_lookup("c", "$5", "$6")}
 ), updated AS (
     UPDATE feedbackflow.feedback f SET
         status = found.status,
@@ -191,27 +235,14 @@ WITH found AS (
         delay_seconds = extract(epoch FROM f.ts - found.prediction_ts),
         resolved_at = $2::timestamptz
     FROM found
-    WHERE found.status IS NOT NULL AND {_same_feedback("f", "found")} AND f.status = 'pending'
-      AND f.ts >= $3 AND f.ts <= $4
-    RETURNING f.feedback_id, f.join_key, f.ts, f.status, found.queued
+    WHERE found.status <> 'pending' AND {_same_feedback("f", "found")}
+      AND f.status = 'pending' AND f.ts >= $3 AND f.ts <= $4
+    RETURNING f.feedback_id, f.join_key, f.ts, f.status
+), dequeued AS (
+    DELETE FROM feedbackflow.pending_feedback q USING updated u
+    WHERE {_same_feedback("q", "u")}
 )
-INSERT INTO stage_resolved (feedback_id, join_key, ts, status, queued)
-SELECT feedback_id, join_key, ts, status, queued FROM updated
-RETURNING status, queued
-"""
-
-# Run only when RESOLVE_CANDIDATES resolved queued feedback.
-DEQUEUE_RESOLVED = f"""
-DELETE FROM feedbackflow.pending_feedback q USING stage_resolved r
-WHERE r.queued AND {_same_feedback("q", "r")}
-"""
-
-ENQUEUE_UNRESOLVED = f"""
-INSERT INTO feedbackflow.pending_feedback (feedback_id, join_key, ts, {_TARGET})
-SELECT c.feedback_id, c.join_key, c.ts, {_cols(TARGET_COLUMNS, "c")} FROM stage_candidates c
-WHERE NOT c.queued
-  AND NOT EXISTS (SELECT 1 FROM stage_resolved r WHERE {_same_feedback("r", "c")})
-ON CONFLICT DO NOTHING
+SELECT status, count(*) AS feedback FROM updated GROUP BY status
 """
 
 # $1: oldest event time still within retention, $2: now.

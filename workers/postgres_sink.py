@@ -31,6 +31,7 @@ class WindowOutcome:
 
 
 DEDUPE_SPAN = timedelta(days=1)  # join_sql.DEDUPE_SPAN
+QUEUE_STATS_MIN_CHANGES = 1000
 
 
 def _span(times: Iterable[datetime]) -> tuple[datetime, datetime]:
@@ -50,6 +51,9 @@ class PostgresSink:
         self.retention = retention
         self.partitions = PartitionCatalog()
         self._staged = False
+        # Rows added to or taken from the pending queue since its statistics were refreshed.
+        self._queue_rows = 0.0
+        self._queue_changes = QUEUE_STATS_MIN_CHANGES  # refresh before the first window
 
     async def _ensure_partitions(self, contents: WindowContents) -> None:
         conn = self.conn
@@ -67,57 +71,80 @@ class PostgresSink:
             await conn.execute(join_sql.CREATE_STAGING)
             self._staged = True
         await self._ensure_partitions(contents)
+        await self._refresh_queue_statistics()
         async with conn.transaction():
-            if contents.predictions:
-                await conn.copy_records_to_table(
-                    "stage_predictions",
-                    records=contents.predictions,
-                    columns=join_sql.PREDICTION_COLUMNS,
-                )
-            if contents.feedback:
-                await conn.copy_records_to_table(
-                    "stage_feedback", records=contents.feedback, columns=join_sql.FEEDBACK_COLUMNS
-                )
-            if contents.dead_letters:
-                await conn.copy_records_to_table(
-                    "stage_dead_letters",
-                    records=contents.dead_letters,
-                    columns=join_sql.DEAD_LETTER_COLUMNS,
-                )
-            predictions = feedback = 0
+            await self._stage(contents)
+            predictions = 0
             if contents.predictions:
                 low, high = _span(p.ts for p in contents.predictions)
                 predictions = _count(await conn.execute(join_sql.INSERT_PREDICTIONS, low, high))
-            if contents.feedback:
-                low, high = _span(f.ts for f in contents.feedback)
-                feedback = _count(await conn.execute(join_sql.INSERT_FEEDBACK, low, high))
             await conn.execute(join_sql.RESOLUTION_LOCK)
-            await conn.execute(join_sql.GATHER_QUEUED)
-            await conn.execute(join_sql.ANALYZE_CANDIDATES)
-            resolved: Counter[str] = Counter()
-            dequeue = False
-            bounds = await conn.fetchrow(join_sql.CANDIDATE_BOUNDS)
-            if bounds is not None and bounds["ts_min"] is not None:
-                id_low = bounds["id_time_min"] or now
-                id_high = bounds["id_time_max"] or now
-                rows = await conn.fetch(
-                    join_sql.RESOLVE_CANDIDATES,
-                    self.retention,
-                    now,
-                    bounds["ts_min"],
-                    bounds["ts_max"],
-                    id_low - DEDUPE_SPAN,
-                    id_high + DEDUPE_SPAN,
-                )
-                resolved.update(r["status"] for r in rows)
-                dequeue = any(r["queued"] for r in rows)
+            resolved_new: Counter[str] = Counter()
+            if contents.feedback:
+                resolved_new = await self._insert_feedback(contents, now)
+            feedback = sum(resolved_new.values())
+            resolved_queued: Counter[str] = Counter()
+            if contents.predictions:
+                resolved_queued = await self._resolve_queued(now)
+            resolved = resolved_new + resolved_queued
+            resolved.pop("pending", None)
             unmatched = _count(
                 await conn.execute(join_sql.EXPIRE_UNMATCHED, now - self.retention, now)
             )
-            if dequeue:
-                await conn.execute(join_sql.DEQUEUE_RESOLVED)
-            await conn.execute(join_sql.ENQUEUE_UNRESOLVED)
+            queued = resolved_new.get("pending", 0)
+            self._queue_changes += queued + sum(resolved_queued.values()) + unmatched
             dead = 0
             if contents.dead_letters:
                 dead = _count(await conn.execute(join_sql.INSERT_DEAD_LETTERS))
         return WindowOutcome(predictions, feedback, dead, resolved, unmatched)
+
+    async def _refresh_queue_statistics(self) -> None:
+        """Analyze the pending queue once it changed by 10% (and 1,000 rows) since the last time:
+        autovacuum's own rule, applied per window, since the queue swings faster than autovacuum
+        looks (and autovacuum may be off)."""
+        if self._queue_changes < max(QUEUE_STATS_MIN_CHANGES, 0.1 * self._queue_rows):
+            return
+        await self.conn.execute(join_sql.ANALYZE_QUEUE)
+        self._queue_rows = await self.conn.fetchval(join_sql.QUEUE_SIZE_ESTIMATE)
+        self._queue_changes = 0
+
+    async def _stage(self, contents: WindowContents) -> None:
+        for table, rows, columns in (
+            ("stage_predictions", contents.predictions, join_sql.PREDICTION_COLUMNS),
+            ("stage_feedback", contents.feedback, join_sql.FEEDBACK_COLUMNS),
+            ("stage_dead_letters", contents.dead_letters, join_sql.DEAD_LETTER_COLUMNS),
+        ):
+            if rows:
+                await self.conn.copy_records_to_table(table, records=rows, columns=columns)
+
+    async def _insert_feedback(self, contents: WindowContents, now: datetime) -> Counter[str]:
+        """Insert the window's new feedback resolved; counts by status, pending included."""
+        low, high = _span(f.ts for f in contents.feedback)
+        id_times = [f.target_id_time for f in contents.feedback if f.target_id_time is not None]
+        id_low, id_high = _span(id_times) if id_times else (now, now)
+        rows = await self.conn.fetch(
+            join_sql.INSERT_FEEDBACK, low, high, self.retention, now, id_low, id_high
+        )
+        return Counter({r["status"]: r["feedback"] for r in rows})
+
+    async def _resolve_queued(self, now: datetime) -> Counter[str]:
+        """Resolve queued feedback that this window's predictions name; counts by status."""
+        conn = self.conn
+        if not _count(await conn.execute(join_sql.GATHER_QUEUED)):
+            return Counter()
+        await conn.execute(join_sql.ANALYZE_QUEUED)
+        bounds = await conn.fetchrow(join_sql.QUEUED_BOUNDS)
+        if bounds is None or bounds["ts_min"] is None:
+            return Counter()
+        id_low = bounds["id_time_min"] or now
+        id_high = bounds["id_time_max"] or now
+        rows = await conn.fetch(
+            join_sql.RESOLVE_QUEUED,
+            self.retention,
+            now,
+            bounds["ts_min"],
+            bounds["ts_max"],
+            id_low - DEDUPE_SPAN,
+            id_high + DEDUPE_SPAN,
+        )
+        return Counter({r["status"]: r["feedback"] for r in rows})
