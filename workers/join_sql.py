@@ -68,7 +68,9 @@ CREATE INDEX IF NOT EXISTS stage_queued_key ON stage_queued (feedback_id);
 
 # Ids are idempotency keys.  A replay carries the same event time, and a producer's retry a
 # close one, so the look-up for an earlier copy is bounded to a day either side of the event's
-# time.  Every statement below that reaches a partitioned table by key also takes constant time
+# time, by an index probe per staged row (a LATERAL ... LIMIT 1: planned as an anti-join it read
+# the whole of today's partition every window, O(daily volume) instead of O(window)).  Every
+# statement below that reaches a partitioned table by key also takes constant time
 # bounds ($-parameters computed from the window), so the planner prunes to the two or three day
 # partitions the window touches before it chooses a join.  Without them it either hashes every
 # partition (the whole history, once per window) or probes all ~90 per row (run-time pruning
@@ -80,10 +82,12 @@ _TARGET = _cols(TARGET_COLUMNS)
 INSERT_PREDICTIONS = f"""
 INSERT INTO feedbackflow.predictions ({_cols(PREDICTION_COLUMNS)})
 SELECT {_cols(PREDICTION_COLUMNS, "s")} FROM stage_predictions s
-WHERE NOT EXISTS (
-    SELECT 1 FROM feedbackflow.predictions p
+LEFT JOIN LATERAL (
+    SELECT 1 AS found FROM feedbackflow.predictions p
     WHERE p.prediction_id = s.prediction_id AND p.ts >= $1 AND p.ts <= $2
-      AND p.ts >= s.ts - {DEDUPE_SPAN} AND p.ts <= s.ts + {DEDUPE_SPAN})
+      AND p.ts >= s.ts - {DEDUPE_SPAN} AND p.ts <= s.ts + {DEDUPE_SPAN}
+    LIMIT 1) earlier ON true
+WHERE earlier.found IS NULL
 ON CONFLICT DO NOTHING
 """
 
@@ -160,11 +164,13 @@ WITH resolved AS (
            m.prediction_id AS found_id, m.application AS found_application,
            m.model AS found_model, m.ts AS found_ts, {_status("s", "$3")} AS status
     FROM stage_feedback s
-    {_lookup("s", "$5", "$6")}
-    WHERE NOT EXISTS (
-        SELECT 1 FROM feedbackflow.feedback f
+    LEFT JOIN LATERAL (
+        SELECT 1 AS found FROM feedbackflow.feedback f
         WHERE f.feedback_id = s.feedback_id AND f.ts >= $1 AND f.ts <= $2
-          AND f.ts >= s.ts - {DEDUPE_SPAN} AND f.ts <= s.ts + {DEDUPE_SPAN})
+          AND f.ts >= s.ts - {DEDUPE_SPAN} AND f.ts <= s.ts + {DEDUPE_SPAN}
+        LIMIT 1) earlier ON true
+    {_lookup("s", "$5", "$6")}
+    WHERE earlier.found IS NULL
 ), inserted AS (
     INSERT INTO feedbackflow.feedback ({_cols(FEEDBACK_COLUMNS)}, {_cols(_RESOLVED)})
     SELECT {_cols(FEEDBACK_COLUMNS)}, status,
