@@ -11,6 +11,7 @@ import urllib.request
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -77,6 +78,34 @@ async def running_worker(
     finally:
         worker.stopping.set()
         await asyncio.wait_for(task, timeout=30)
+
+
+@dataclass
+class LivePipeline:
+    """One test's running pipeline: its own topics and consumer group, a worker with a shiftable
+    clock on the test's database, and a producer."""
+
+    settings: Settings
+    registry: MetricRegistry
+    topics: TopicNames
+    clock: ShiftedClock
+    worker: Worker
+    ff: FeedbackflowProducer
+
+
+@asynccontextmanager
+async def live_pipeline(
+    bootstrap: str, database_url: str, *, partitions: int = 2
+) -> AsyncIterator[LivePipeline]:
+    settings = isolated_settings(bootstrap, database_url)
+    registry = metric_registry()
+    topics = await make_topics(settings, partitions=partitions)
+    clock = ShiftedClock()
+    async with (
+        running_worker(settings, registry, clock) as worker,
+        producer(settings, registry) as ff,
+    ):
+        yield LivePipeline(settings, registry, topics, clock, worker, ff)
 
 
 @asynccontextmanager

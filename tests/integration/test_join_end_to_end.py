@@ -13,11 +13,7 @@ from aiokafka import AIOKafkaConsumer
 from ingest.producer import build_feedback
 from tests.integration.harness import (
     count,
-    isolated_settings,
-    make_topics,
-    metric_registry,
-    producer,
-    running_worker,
+    live_pipeline,
     wait_for_count,
     wait_until,
 )
@@ -27,23 +23,20 @@ from workers.embedded import TansuBroker
 async def test_feedback_in_the_same_window_as_its_prediction_is_joined(
     kafka: TansuBroker, database_url: str, db: asyncpg.Connection
 ) -> None:
-    settings = isolated_settings(kafka.bootstrap, database_url)
-    registry = metric_registry()
-    await make_topics(settings)
-    async with running_worker(settings, registry), producer(settings, registry) as ff:
-        prediction = await ff.log_prediction(
+    async with live_pipeline(kafka.bootstrap, database_url) as live:
+        prediction = await live.ff.log_prediction(
             application="generate_haiku",
             model="gpt-a",
             inputs={"topic": "rain"},
             outputs={"haiku": "..."},
         )
-        await ff.log_feedback(
+        await live.ff.log_feedback(
             metric="haiku_rating",
             prediction_id=prediction.prediction_id,
             value=True,
             source={"type": "end_user", "id": "u1"},
         )
-        await ff.flush()
+        await live.ff.flush()
         await wait_for_count(
             db, "SELECT count(*) FROM feedbackflow.feedback WHERE status = 'joined'", 1
         )
@@ -63,19 +56,16 @@ async def test_feedback_in_the_same_window_as_its_prediction_is_joined(
 async def test_feedback_before_its_prediction_waits_pending_then_joins(
     kafka: TansuBroker, database_url: str, db: asyncpg.Connection
 ) -> None:
-    settings = isolated_settings(kafka.bootstrap, database_url)
-    registry = metric_registry()
-    await make_topics(settings)
-    async with running_worker(settings, registry), producer(settings, registry) as ff:
-        feedback = await ff.log_feedback(metric="haiku_score", join_key="req-42", value=4.5)
-        await ff.flush()
+    async with live_pipeline(kafka.bootstrap, database_url) as live:
+        feedback = await live.ff.log_feedback(metric="haiku_score", join_key="req-42", value=4.5)
+        await live.ff.flush()
         await wait_for_count(
             db, "SELECT count(*) FROM feedbackflow.feedback WHERE status = 'pending'", 1
         )
         assert await count(db, "SELECT count(*) FROM feedbackflow.pending_feedback") == 1
         await asyncio.sleep(1.5)  # a later window
-        await ff.log_prediction(application="generate_haiku", model="gpt-b", join_key="req-42")
-        await ff.flush()
+        await live.ff.log_prediction(application="generate_haiku", model="gpt-b", join_key="req-42")
+        await live.ff.flush()
         await wait_for_count(
             db, "SELECT count(*) FROM feedbackflow.feedback WHERE status = 'joined'", 1
         )
@@ -89,15 +79,14 @@ async def test_feedback_before_its_prediction_waits_pending_then_joins(
 async def test_feedback_in_a_later_window_than_its_prediction_is_joined(
     kafka: TansuBroker, database_url: str, db: asyncpg.Connection
 ) -> None:
-    settings = isolated_settings(kafka.bootstrap, database_url)
-    registry = metric_registry()
-    await make_topics(settings)
-    async with running_worker(settings, registry), producer(settings, registry) as ff:
-        prediction = await ff.log_prediction(application="generate_haiku", model="gpt-a")
-        await ff.flush()
+    async with live_pipeline(kafka.bootstrap, database_url) as live:
+        prediction = await live.ff.log_prediction(application="generate_haiku", model="gpt-a")
+        await live.ff.flush()
         await wait_for_count(db, "SELECT count(*) FROM feedbackflow.predictions", 1)
-        await ff.log_feedback(metric="tone", prediction_id=prediction.prediction_id, value="casual")
-        await ff.flush()
+        await live.ff.log_feedback(
+            metric="tone", prediction_id=prediction.prediction_id, value="casual"
+        )
+        await live.ff.flush()
         await wait_for_count(
             db, "SELECT count(*) FROM feedbackflow.feedback WHERE status = 'joined'", 1
         )
@@ -110,30 +99,30 @@ async def test_feedback_in_a_later_window_than_its_prediction_is_joined(
 async def test_the_same_feedback_sent_three_times_is_stored_once(
     kafka: TansuBroker, database_url: str, db: asyncpg.Connection
 ) -> None:
-    settings = isolated_settings(kafka.bootstrap, database_url)
-    registry = metric_registry()
-    topics = await make_topics(settings)
-    async with running_worker(settings, registry) as worker, producer(settings, registry) as ff:
-        prediction = await ff.log_prediction(application="generate_haiku")
+    async with live_pipeline(kafka.bootstrap, database_url) as live:
+        prediction = await live.ff.log_prediction(application="generate_haiku")
         feedback = build_feedback(
-            registry, metric="haiku_rating", prediction_id=prediction.prediction_id, value=False
+            live.registry,
+            metric="haiku_rating",
+            prediction_id=prediction.prediction_id,
+            value=False,
         )
         raw = feedback.model_dump_json().encode()
-        await ff.send_raw(topics.feedback, feedback.target, raw)
-        await ff.send_raw(topics.feedback, feedback.target, raw)  # same window
-        await ff.flush()
+        await live.ff.send_raw(live.topics.feedback, feedback.target, raw)
+        await live.ff.send_raw(live.topics.feedback, feedback.target, raw)  # same window
+        await live.ff.flush()
         await wait_for_count(db, "SELECT count(*) FROM feedbackflow.feedback", 1)
         await asyncio.sleep(1.5)
-        await ff.send_raw(topics.feedback, feedback.target, raw)  # a later window
-        marker = await ff.log_prediction(application="generate_haiku")  # proves it was read
-        await ff.flush()
+        await live.ff.send_raw(live.topics.feedback, feedback.target, raw)  # a later window
+        marker = await live.ff.log_prediction(application="generate_haiku")  # proves it was read
+        await live.ff.flush()
         await wait_for_count(
             db,
             "SELECT count(*) FROM feedbackflow.predictions WHERE prediction_id = $1",
             1,
             marker.prediction_id,
         )
-        consumed = worker.telemetry.events_consumed.labels(topics.feedback)._value.get()
+        consumed = live.worker.telemetry.events_consumed.labels(live.topics.feedback)._value.get()
     assert consumed == 3
     assert await count(db, "SELECT count(*) FROM feedbackflow.feedback") == 1
     assert await count(db, "SELECT count(*) FROM feedbackflow.feedback WHERE status='joined'") == 1
@@ -142,9 +131,6 @@ async def test_the_same_feedback_sent_three_times_is_stored_once(
 async def test_malformed_messages_become_dead_letters_and_the_partition_keeps_flowing(
     kafka: TansuBroker, database_url: str, db: asyncpg.Connection
 ) -> None:
-    settings = isolated_settings(kafka.bootstrap, database_url)
-    registry = metric_registry()
-    topics = await make_topics(settings, partitions=1)
     bad = {
         b'{"feedback_id": "oops': ("(payload)", "invalid JSON"),
         b'{"feedback_id": "0196b0f6-0000-7000-8000-000000000001", "metric": "vibes",'
@@ -156,12 +142,12 @@ async def test_malformed_messages_become_dead_letters_and_the_partition_keeps_fl
         b'{"feedback_id": "0196b0f6-0000-7000-8000-000000000004", "metric": "haiku_rating",'
         b' "value": true}': ("(event)", "exactly one of prediction_id, join_key, episode_id"),
     }
-    async with running_worker(settings, registry) as worker, producer(settings) as ff:
+    async with live_pipeline(kafka.bootstrap, database_url, partitions=1) as live:
         for raw in bad:
-            await ff.send_raw(topics.feedback, b"k", raw)
-        good = await ff.log_feedback(metric="haiku_rating", join_key="k", value=True)
-        await ff.log_prediction(application="generate_haiku", join_key="k")
-        await ff.flush()
+            await live.ff.send_raw(live.topics.feedback, b"k", raw)
+        good = await live.ff.log_feedback(metric="haiku_rating", join_key="k", value=True)
+        await live.ff.log_prediction(application="generate_haiku", join_key="k")
+        await live.ff.flush()
         await wait_for_count(
             db, "SELECT count(*) FROM feedbackflow.feedback WHERE status = 'joined'", 1
         )
@@ -170,7 +156,7 @@ async def test_malformed_messages_become_dead_letters_and_the_partition_keeps_fl
         async def counted() -> bool:  # counters move after the offset commit, just after the rows
             total = sum(
                 sample.value
-                for metric in worker.telemetry.dead_letters.collect()
+                for metric in live.worker.telemetry.dead_letters.collect()
                 for sample in metric.samples
                 if sample.name.endswith("_total")
             )
@@ -185,7 +171,7 @@ async def test_malformed_messages_become_dead_letters_and_the_partition_keeps_fl
         assert reason in row["reason"]
     stored = await db.fetchval("SELECT feedback_id FROM feedbackflow.feedback")
     assert stored == good.feedback_id
-    mirrored = await _read_topic(settings.kafka_bootstrap, topics.dead_letter, len(bad))
+    mirrored = await _read_topic(live.settings.kafka_bootstrap, live.topics.dead_letter, len(bad))
     assert sorted(m.value for m in mirrored) == sorted(bad)
     for message in mirrored:
         headers = dict(message.headers)
@@ -209,21 +195,18 @@ async def _read_topic(bootstrap: str, topic: str, expected: int) -> list[Any]:
 async def test_episode_feedback_joins_every_prediction_of_the_episode(
     kafka: TansuBroker, database_url: str, db: asyncpg.Connection
 ) -> None:
-    settings = isolated_settings(kafka.bootstrap, database_url)
-    registry = metric_registry()
-    await make_topics(settings)
     episode = uuid.uuid4()
-    async with running_worker(settings, registry), producer(settings, registry) as ff:
-        feedback = await ff.log_feedback(metric="task_success", episode_id=episode, value=True)
+    async with live_pipeline(kafka.bootstrap, database_url) as live:
+        feedback = await live.ff.log_feedback(metric="task_success", episode_id=episode, value=True)
         for step in range(3):
-            await ff.log_prediction(
+            await live.ff.log_prediction(
                 application="agent_step",
                 model="gpt-a",
                 episode_id=episode,
                 inputs={"step": step},
             )
-        await ff.log_prediction(application="agent_step", model="gpt-a")  # another episode
-        await ff.flush()
+        await live.ff.log_prediction(application="agent_step", model="gpt-a")  # another episode
+        await live.ff.flush()
         await wait_for_count(
             db, "SELECT count(*) FROM feedbackflow.feedback WHERE status = 'joined'", 1
         )
@@ -242,18 +225,15 @@ async def test_episode_feedback_joins_every_prediction_of_the_episode(
 async def test_two_sources_are_kept_side_by_side_and_a_revision_supersedes_by_timestamp(
     kafka: TansuBroker, database_url: str, db: asyncpg.Connection
 ) -> None:
-    settings = isolated_settings(kafka.bootstrap, database_url)
-    registry = metric_registry()
-    await make_topics(settings, partitions=1)
     t0 = datetime.now(UTC) - timedelta(hours=1)
     alice = {"type": "human", "id": "alice"}
     judge = {"type": "llm_judge", "id": "judge-v1"}
-    async with running_worker(settings, registry), producer(settings, registry) as ff:
-        prediction = await ff.log_prediction(application="generate_haiku", model="gpt-a")
+    async with live_pipeline(kafka.bootstrap, database_url, partitions=1) as live:
+        prediction = await live.ff.log_prediction(application="generate_haiku", model="gpt-a")
         target: dict[str, Any] = {"prediction_id": prediction.prediction_id}
         score = "haiku_score"
-        await ff.log_feedback(metric=score, **target, value=2.0, source=alice, timestamp=t0)
-        await ff.log_feedback(
+        await live.ff.log_feedback(metric=score, **target, value=2.0, source=alice, timestamp=t0)
+        await live.ff.log_feedback(
             metric=score,
             **target,
             value=4.0,
@@ -261,21 +241,21 @@ async def test_two_sources_are_kept_side_by_side_and_a_revision_supersedes_by_ti
             timestamp=t0,
             rationale="vivid imagery, correct 5-7-5",
         )
-        revision = await ff.log_feedback(
+        revision = await live.ff.log_feedback(
             metric=score, **target, value=3.0, source=alice, timestamp=t0 + timedelta(minutes=10)
         )
         # Arrives last but was given before the revision: it must not win.
-        await ff.log_feedback(
+        await live.ff.log_feedback(
             metric=score, **target, value=1.0, source=alice, timestamp=t0 + timedelta(minutes=5)
         )
-        await ff.log_feedback(
+        await live.ff.log_feedback(
             metric=score,
             **target,
             error={"code": "timeout", "message": "judge timed out"},
             source={"type": "llm_judge", "id": "judge-v2"},
             timestamp=t0,
         )
-        await ff.flush()
+        await live.ff.flush()
         await wait_for_count(
             db, "SELECT count(*) FROM feedbackflow.feedback WHERE status = 'joined'", 5
         )

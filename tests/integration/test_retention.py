@@ -12,14 +12,9 @@ import asyncpg
 from ingest.producer import build_prediction, uuid7
 from tests.integration.harness import (
     count,
-    isolated_settings,
-    make_topics,
-    metric_registry,
-    producer,
-    running_worker,
+    live_pipeline,
     wait_for_count,
 )
-from workers.clock import ShiftedClock
 from workers.embedded import TansuBroker
 from workers.partitions import existing_partitions
 from workers.retention import apply_retention
@@ -30,22 +25,18 @@ DAYS_91 = timedelta(days=91)
 async def test_feedback_more_than_the_retention_after_its_prediction_is_expired_with_reason(
     kafka: TansuBroker, database_url: str, db: asyncpg.Connection
 ) -> None:
-    settings = isolated_settings(kafka.bootstrap, database_url)
-    registry = metric_registry()
-    await make_topics(settings)
-    clock = ShiftedClock()
-    async with running_worker(settings, registry, clock), producer(settings, registry) as ff:
-        prediction = await ff.log_prediction(application="generate_haiku", model="gpt-a")
-        await ff.flush()
+    async with live_pipeline(kafka.bootstrap, database_url) as live:
+        prediction = await live.ff.log_prediction(application="generate_haiku", model="gpt-a")
+        await live.ff.flush()
         await wait_for_count(db, "SELECT count(*) FROM feedbackflow.predictions", 1)
-        clock.advance(DAYS_91)
-        await ff.log_feedback(
+        live.clock.advance(DAYS_91)
+        await live.ff.log_feedback(
             metric="haiku_rating",
             prediction_id=prediction.prediction_id,
             value=True,
-            timestamp=clock.now(),
+            timestamp=live.clock.now(),
         )
-        await ff.flush()
+        await live.ff.flush()
         await wait_for_count(
             db, "SELECT count(*) FROM feedbackflow.feedback WHERE status = 'expired'", 1
         )
@@ -61,20 +52,16 @@ async def test_feedback_more_than_the_retention_after_its_prediction_is_expired_
 async def test_pending_feedback_whose_prediction_never_comes_expires_after_the_retention(
     kafka: TansuBroker, database_url: str, db: asyncpg.Connection
 ) -> None:
-    settings = isolated_settings(kafka.bootstrap, database_url)
-    registry = metric_registry()
-    await make_topics(settings)
-    clock = ShiftedClock()
-    async with running_worker(settings, registry, clock), producer(settings, registry) as ff:
-        await ff.log_feedback(metric="haiku_score", join_key="never-predicted", value=5)
-        await ff.flush()
+    async with live_pipeline(kafka.bootstrap, database_url) as live:
+        await live.ff.log_feedback(metric="haiku_score", join_key="never-predicted", value=5)
+        await live.ff.flush()
         await wait_for_count(
             db, "SELECT count(*) FROM feedbackflow.feedback WHERE status = 'pending'", 1
         )
-        clock.advance(DAYS_91)
+        live.clock.advance(DAYS_91)
         # Any later window runs the expiry.
-        await ff.log_prediction(application="generate_haiku", timestamp=clock.now())
-        await ff.flush()
+        await live.ff.log_prediction(application="generate_haiku", timestamp=live.clock.now())
+        await live.ff.flush()
         await wait_for_count(
             db, "SELECT count(*) FROM feedbackflow.feedback WHERE status = 'expired'", 1
         )
@@ -86,26 +73,22 @@ async def test_pending_feedback_whose_prediction_never_comes_expires_after_the_r
 async def test_retention_drops_whole_old_partitions_and_labels_for_dropped_predictions_expire(
     kafka: TansuBroker, database_url: str, db: asyncpg.Connection
 ) -> None:
-    settings = isolated_settings(kafka.bootstrap, database_url)
-    registry = metric_registry()
-    await make_topics(settings)
-    clock = ShiftedClock()
-    async with running_worker(settings, registry, clock), producer(settings, registry) as ff:
-        old = await ff.log_prediction(application="generate_haiku", model="gpt-a")
-        await ff.flush()
+    async with live_pipeline(kafka.bootstrap, database_url) as live:
+        old = await live.ff.log_prediction(application="generate_haiku", model="gpt-a")
+        await live.ff.flush()
         await wait_for_count(db, "SELECT count(*) FROM feedbackflow.predictions", 1)
-        clock.advance(DAYS_91 + timedelta(days=1))
-        result = await apply_retention(db, registry.pipeline.retention, clock.now())
+        live.clock.advance(DAYS_91 + timedelta(days=1))
+        result = await apply_retention(db, live.registry.pipeline.retention, live.clock.now())
         assert [name for name in result.dropped if name.startswith("predictions_")]
         assert await count(db, "SELECT count(*) FROM feedbackflow.predictions") == 0
         # A label for the dropped prediction: its UUIDv7 id says how old it was.
-        await ff.log_feedback(
+        await live.ff.log_feedback(
             metric="haiku_rating",
             prediction_id=old.prediction_id,
             value=False,
-            timestamp=clock.now(),
+            timestamp=live.clock.now(),
         )
-        await ff.flush()
+        await live.ff.flush()
         await wait_for_count(
             db, "SELECT count(*) FROM feedbackflow.feedback WHERE status = 'expired'", 1
         )
@@ -113,28 +96,24 @@ async def test_retention_drops_whole_old_partitions_and_labels_for_dropped_predi
         "prediction_past_retention"
     )
     remaining = [day for _, day in await existing_partitions(db, "predictions")]
-    horizon = (clock.now() - registry.pipeline.retention).date()
+    horizon = (live.clock.now() - live.registry.pipeline.retention).date()
     assert all(day >= horizon for day in remaining)
 
 
 async def test_events_older_than_the_retention_are_dead_lettered_not_stored(
     kafka: TansuBroker, database_url: str, db: asyncpg.Connection
 ) -> None:
-    settings = isolated_settings(kafka.bootstrap, database_url)
-    registry = metric_registry()
-    topics = await make_topics(settings)
-    clock = ShiftedClock()
-    ancient = clock.now() - DAYS_91
-    async with running_worker(settings, registry, clock), producer(settings, registry) as ff:
+    async with live_pipeline(kafka.bootstrap, database_url) as live:
+        ancient = live.clock.now() - DAYS_91
         event = build_prediction(
             prediction_id=uuid7(int(ancient.timestamp() * 1000)),
             application="generate_haiku",
             timestamp=ancient,
         )
-        await ff.send_raw(
-            topics.predictions, event.effective_join_key, event.model_dump_json().encode()
+        await live.ff.send_raw(
+            live.topics.predictions, event.effective_join_key, event.model_dump_json().encode()
         )
-        await ff.flush()
+        await live.ff.flush()
         await wait_for_count(db, "SELECT count(*) FROM feedbackflow.dead_letters", 1)
     row = await db.fetchrow("SELECT error_field, reason FROM feedbackflow.dead_letters")
     assert row is not None
