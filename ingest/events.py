@@ -26,8 +26,6 @@ from pydantic import (
     model_validator,
 )
 
-WIRE_VERSION = 1
-
 # Bounds that keep one event from costing a whole window: a 64 KiB id or tag is a bug upstream.
 MAX_NAME = 256
 MAX_TAG_VALUE = 4096
@@ -76,8 +74,6 @@ class Prediction(_WireModel):
     """One model call, logged by the service that made it."""
 
     model_config = ConfigDict(
-        extra="forbid",
-        frozen=True,
         json_schema_extra={"$id": "https://feedbackflow.dev/schemas/v1/prediction.json"},
     )
 
@@ -130,8 +126,6 @@ class Feedback(_WireModel):
     """One judgement about a prediction (or an episode), possibly long after it."""
 
     model_config = ConfigDict(
-        extra="forbid",
-        frozen=True,
         json_schema_extra={"$id": "https://feedbackflow.dev/schemas/v1/feedback.json"},
     )
 

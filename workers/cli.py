@@ -10,8 +10,6 @@ import argparse
 import asyncio
 import logging
 import sys
-import time
-import uuid
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -139,10 +137,6 @@ def demo_registry() -> MetricRegistry:
     from ingest.haiku_demo import DEMO_METRICS
 
     return registry_from_mapping(DEMO_METRICS)
-
-
-def unique_suffix() -> str:
-    return f"{int(time.time())}-{uuid.uuid4().hex[:6]}"
 
 
 if __name__ == "__main__":

@@ -15,7 +15,6 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -148,12 +147,3 @@ def database_url_with_name(url: str, name: str) -> str:
 
     parts = urlsplit(url)
     return urlunsplit(parts._replace(path=f"/{name}"))
-
-
-@contextlib.contextmanager
-def running_tansu(log_path: Path | None = None) -> Iterator[TansuBroker]:
-    broker = start_tansu(log_path=log_path)
-    try:
-        yield broker
-    finally:
-        broker.stop()

@@ -47,9 +47,6 @@ class PartitionCatalog:
                         raise
             self._known.add((table, day))
 
-    def forget(self, table: str, day: date) -> None:
-        self._known.discard((table, day))
-
 
 def _create_sql(table: str, day: date) -> str:
     start = datetime(day.year, day.month, day.day, tzinfo=UTC)
