@@ -61,33 +61,25 @@ def _feedback(
     assert prediction.timestamp is not None
     when = prediction.timestamp + delay
     user = {"type": "end_user", "id": f"user-{rng.randrange(500)}"}
+    value: bool | float
     if rng.random() < 0.6:
-        up = rng.random() < p_up
-        event = build_feedback(
-            metric="haiku_rating",
-            prediction_id=prediction.prediction_id,
-            value=up,
-            source=user,
-            timestamp=when,
-        )
-        shown = model if status != "pending" else NO_MODEL
-        expected.status[(shown, "haiku_rating", status)] += 1
-        if status == "joined" and up:
-            expected.positives[(model, "haiku_rating")] += 1
+        metric, value, rationale = "haiku_rating", rng.random() < p_up, None
     else:
         stars = float(min(5, max(1, round(rng.gauss(mean_stars, 0.8)))))
-        event = build_feedback(
-            metric="haiku_stars",
-            prediction_id=prediction.prediction_id,
-            value=stars,
-            source=user,
-            timestamp=when,
-            rationale="rated in the app",
-        )
-        shown = model if status != "pending" else NO_MODEL
-        expected.status[(shown, "haiku_stars", status)] += 1
-        if status == "joined":
-            expected.star_sums[(model, "haiku_stars")] += stars
+        metric, value, rationale = "haiku_stars", stars, "rated in the app"
+    event = build_feedback(
+        metric=metric,
+        prediction_id=prediction.prediction_id,
+        value=value,
+        source=user,
+        timestamp=when,
+        rationale=rationale,
+    )
+    expected.status[(model if status != "pending" else NO_MODEL, metric, status)] += 1
+    if status == "joined" and metric == "haiku_rating" and value:
+        expected.positives[(model, metric)] += 1
+    elif status == "joined" and metric == "haiku_stars":
+        expected.star_sums[(model, metric)] += float(value)
     return event
 
 
