@@ -81,7 +81,6 @@ class WindowedJoin:
         self.max_write_attempts = max_write_attempts
         self.sink: PostgresSink | None = None
         self.last_progress = time.monotonic()
-        self.last_outcome: WindowOutcome | None = None
         self._lock = asyncio.Lock()
         self._in_flight: asyncio.Task[WindowOutcome] | None = None
 
@@ -147,7 +146,6 @@ class WindowedJoin:
             await self.publish_dead_letters(contents)
         await self._commit(contents)
         self._observe(contents, outcome, time.perf_counter() - started)
-        self.last_outcome = outcome
         return outcome
 
     async def _write(self, contents: WindowContents) -> WindowOutcome:

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 import asyncpg
 
-NO_MODEL = "(none)"
+from ingest.haiku_demo import NO_MODEL  # the demo's expectations use the same label
 
 REPORT_SQL = """
 SELECT COALESCE(model, $1) AS model, metric, status, count(*) AS n,
