@@ -7,7 +7,8 @@ idempotent sink turns the replay into a no-op.
 
 Per event there is one ``model_validate_json`` and a few dict operations; the awaits (fetch,
 transaction, commit) are per batch and per window.  The window's size cap bounds memory: when it
-is full the loop writes before it fetches again, which is the back-pressure.
+is full and the writes in flight are at their limit, the loop waits before it fetches again,
+which is the back-pressure.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
@@ -41,6 +43,10 @@ RETRYABLE = (
     asyncpg.AdminShutdownError,
 )
 FETCH_MAX_RECORDS = 10_000
+# Windows written at once, each on its own connection, while the loop fills the next.  Two let
+# Postgres use both cores of a small machine: measured 1.2x the events/s of one at a time
+# (docs/performance.md); three measured no better and hold one more window in memory.
+WINDOWS_IN_FLIGHT = 2
 
 DeadLetterPublisher = Callable[[WindowContents], Awaitable[None]]
 
@@ -69,6 +75,7 @@ class WindowedJoin:
         telemetry: WorkerTelemetry,
         publish_dead_letters: DeadLetterPublisher | None = None,
         max_write_attempts: int = 8,
+        max_windows_in_flight: int = WINDOWS_IN_FLIGHT,
     ) -> None:
         self.consumer = consumer
         self.topics = tuple(topics)
@@ -79,10 +86,16 @@ class WindowedJoin:
         self.telemetry = telemetry
         self.publish_dead_letters = publish_dead_letters
         self.max_write_attempts = max_write_attempts
-        self.sink: PostgresSink | None = None
+        if not 1 <= max_windows_in_flight <= 2:
+            # WindowBuffer drops ids of the one window before: the only one that can be
+            # uncommitted when the next is written, with two in flight at most.
+            raise ValueError(f"max_windows_in_flight must be 1 or 2, not {max_windows_in_flight}")
+        self.max_windows_in_flight = max_windows_in_flight
+        # Connections not writing a window right now: one per window in flight, at most.
+        self.idle_sinks: list[PostgresSink] = []
         self.last_progress = time.monotonic()
         self._lock = asyncio.Lock()
-        self._in_flight: asyncio.Task[WindowOutcome] | None = None
+        self._in_flight: deque[asyncio.Task[WindowOutcome]] = deque()
 
     def subscribe(self) -> None:
         self.consumer.subscribe(list(self.topics), listener=_FlushOnRevoke(self))
@@ -110,66 +123,101 @@ class WindowedJoin:
                     consumed.labels(tp.topic).inc(len(part))
             if self.window.due():
                 await self._close_window()
-            elif self._in_flight is not None and self._in_flight.done():
-                await self._wait_in_flight()  # surface a failed write at once
+            elif self._in_flight and self._in_flight[0].done():
+                await self._wait_oldest()  # surface a failed write at once
         await self.flush()
 
     async def _close_window(self) -> None:
         """Hand the window to a background write and start filling the next one.
 
-        At most one window is in flight: closing another first waits for it.  That keeps offset
-        commits in window order and memory within two windows, and lets this process decode the
-        next window while Postgres (another process, another core) writes the last.
+        At most ``max_windows_in_flight`` windows are written at once, each in its own
+        transaction on its own connection; closing another first waits for the oldest.  That
+        bounds memory by the window cap (the filling window plus those in flight) and lets this
+        process decode while Postgres, another process, writes on the other cores.  Writes may
+        finish in any order, but offsets are committed in window order (see _write_and_commit).
         """
         async with self._lock:
-            await self._wait_in_flight()
+            while len(self._in_flight) >= self.max_windows_in_flight:
+                await self._wait_oldest()
             contents = self.window.drain()
             if contents.next_offsets:
-                self._in_flight = asyncio.create_task(
-                    self._write_and_commit(contents), name="window-write"
+                previous = self._in_flight[-1] if self._in_flight else None
+                self._in_flight.append(
+                    asyncio.create_task(
+                        self._write_and_commit(contents, previous), name="window-write"
+                    )
                 )
 
-    async def _wait_in_flight(self) -> None:
-        task, self._in_flight = self._in_flight, None
-        if task is not None:
+    async def _wait_oldest(self) -> None:
+        task = self._in_flight.popleft()
+        try:
             await task
+        except BaseException:
+            # A later window must not commit past this one: drop them all, the replay from the
+            # last committed offsets writes them again (idempotently).
+            for later in self._in_flight:
+                later.cancel()
+            await asyncio.gather(*self._in_flight, return_exceptions=True)
+            self._in_flight.clear()
+            raise
+
+    async def _wait_in_flight(self) -> None:
+        while self._in_flight:
+            await self._wait_oldest()
 
     async def flush(self) -> None:
         """Write and commit everything read so far (shutdown, partition revocation)."""
         await self._close_window()
         await self._wait_in_flight()
 
-    async def _write_and_commit(self, contents: WindowContents) -> WindowOutcome:
+    async def _write_and_commit(
+        self, contents: WindowContents, previous: asyncio.Task[WindowOutcome] | None
+    ) -> WindowOutcome:
+        """Write the window, then commit its offsets once the window before it has committed
+        theirs: a committed offset always means every earlier record is in Postgres."""
         started = time.perf_counter()
         outcome = await self._write(contents)
         if self.publish_dead_letters is not None and contents.dead_letters:
             await self.publish_dead_letters(contents)
+        if previous is not None:
+            await asyncio.wait([previous])
+            if previous.cancelled() or previous.exception() is not None:
+                raise RuntimeError("an earlier window failed; not committing past it")
         await self._commit(contents)
         self._observe(contents, outcome, time.perf_counter() - started)
         return outcome
 
     async def _write(self, contents: WindowContents) -> WindowOutcome:
         delay = 0.2
+        sink = self.idle_sinks.pop() if self.idle_sinks else None
         for attempt in range(1, self.max_write_attempts + 1):
             try:
-                if self.sink is None:
-                    self.sink = await self.sink_connect()
-                return await self.sink.write(contents, self.clock.now())
+                if sink is None:
+                    sink = await self.sink_connect()
+                outcome = await sink.write(contents, self.clock.now())
             except RETRYABLE as exc:
                 self.telemetry.windows.labels("retried").inc()
                 if attempt == self.max_write_attempts:
                     self.telemetry.windows.labels("failed").inc()
+                    await self._drop_sink(sink)
                     raise
                 log.warning(
                     "window write failed (attempt %d): %r; retrying in %.1fs", attempt, exc, delay
                 )
-                await self._drop_sink()
+                await self._drop_sink(sink)
+                sink = None
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 10.0)
+            except BaseException:
+                if sink is not None:  # mid-transaction, maybe cancelled: no await, just close
+                    sink.conn.terminate()
+                raise
+            else:
+                self.idle_sinks.append(sink)
+                return outcome
         raise AssertionError("unreachable")  # pragma: no cover
 
-    async def _drop_sink(self) -> None:
-        sink, self.sink = self.sink, None
+    async def _drop_sink(self, sink: PostgresSink | None) -> None:
         if sink is not None:
             try:
                 await sink.conn.close(timeout=2)

@@ -1,12 +1,15 @@
 """WindowBuffer: what has been read from Kafka but is not yet durable in Postgres.
 
 A window is tumbling in processing time and closes early at a size cap, so memory is bounded by
-the cap whatever the traffic (two windows: one filling while the last is written).
+the cap whatever the traffic (three windows: one filling while up to two are written).
 
 It deduplicates by event id (first wins): the same feedback sent three times within one window
-is one row before Postgres sees it.  It also carries, per partition, the next offset to commit:
-offsets of every record read, including duplicates and dead letters, since they too are done once
-the window is written.
+is one row before Postgres sees it.  It also drops ids of the window drained just before, which
+may still be in flight: Postgres's own check cannot see that window's rows until it commits, and
+every window before it has committed by the time this one is written (two in flight at most).
+
+It also carries, per partition, the next offset to commit: offsets of every record read,
+including duplicates and dead letters, since they too are done once the window is written.
 """
 
 from __future__ import annotations
@@ -46,14 +49,20 @@ class WindowBuffer:
     _next_offsets: dict[Partition, int] = field(default_factory=dict)
     _events: int = 0
     _opened_at: float | None = None
+    _previous_predictions: dict[UUID, PredictionRow] = field(default_factory=dict)
+    _previous_feedback: dict[UUID, FeedbackRow] = field(default_factory=dict)
 
     def add(self, batch: DecodedBatch, next_offsets: Mapping[Partition, int]) -> None:
         if self._opened_at is None and next_offsets:
             self._opened_at = self.monotonic()
+        predictions, previous_predictions = self._predictions, self._previous_predictions
         for prediction in batch.predictions:
-            self._predictions.setdefault(prediction.prediction_id, prediction)
+            if prediction.prediction_id not in previous_predictions:
+                predictions.setdefault(prediction.prediction_id, prediction)
+        feedback_rows, previous_feedback = self._feedback, self._previous_feedback
         for feedback in batch.feedback:
-            self._feedback.setdefault(feedback.feedback_id, feedback)
+            if feedback.feedback_id not in previous_feedback:
+                feedback_rows.setdefault(feedback.feedback_id, feedback)
         self._dead_letters.extend(batch.dead_letters)
         self._next_offsets.update(next_offsets)
         self._events += len(batch.predictions) + len(batch.feedback) + len(batch.dead_letters)
@@ -84,6 +93,7 @@ class WindowBuffer:
             next_offsets=self._next_offsets,
             events=self._events,
         )
+        self._previous_predictions, self._previous_feedback = self._predictions, self._feedback
         self._predictions, self._feedback, self._dead_letters = {}, {}, []
         self._next_offsets, self._events, self._opened_at = {}, 0, None
         return contents

@@ -129,8 +129,8 @@ class Worker:
         finally:
             await consumer.stop()
             await producer.stop()
-            if self.pipeline.sink is not None:
-                await self.pipeline.sink.conn.close()
+            for sink in self.pipeline.idle_sinks:
+                await sink.conn.close()
 
     async def apply_retention(self) -> None:
         """Expire pending feedback past retention and drop old day partitions (hourly timer)."""

@@ -210,11 +210,28 @@ def test_window_reopens_at_next_add_after_drain(window: WindowBuffer, clock: Fak
     assert window.due()
 
 
-def test_dedupe_does_not_span_windows(window: WindowBuffer) -> None:
+def test_ids_of_the_window_before_are_dropped(window: WindowBuffer) -> None:
+    """That window may still be in flight, where Postgres's id check cannot see it."""
+    prediction, feedback = prediction_row(), feedback_row()
+    window.add(DecodedBatch(predictions=[prediction], feedback=[feedback]), {P0: 1})
+    window.drain()
+    fresh = prediction_row(ms=2)
+    window.add(DecodedBatch(predictions=[prediction, fresh], feedback=[feedback]), {P0: 4})
+    contents = window.drain()
+    assert contents.predictions == [fresh]
+    assert contents.feedback == []
+    assert contents.events == 3  # still read, counted and committed
+    assert contents.next_offsets == {P0: 4}
+
+
+def test_dedupe_reaches_back_one_window_only(window: WindowBuffer) -> None:
+    """Windows before the last have committed: Postgres's own id check sees their rows."""
     row = prediction_row()
     window.add(DecodedBatch(predictions=[row]), {P0: 1})
     window.drain()
-    window.add(DecodedBatch(predictions=[row]), {P0: 2})
+    window.add(DecodedBatch(predictions=[prediction_row(ms=2)]), {P0: 2})
+    window.drain()
+    window.add(DecodedBatch(predictions=[row]), {P0: 3})
     assert window.drain().predictions == [row]
 
 
