@@ -102,7 +102,32 @@ def throughput_table(r: dict[str, Any]) -> str:
             f"{run['per_second']:,.0f} | {run['windows']} | {run['window_write_seconds']:.1f} s | "
             f"{run['peak_rss_mb']:.0f} MB |"
         )
-    return "\n".join(lines)
+    return "\n".join([*lines, "", *cpu_table(r)])
+
+
+def cpu_table(r: dict[str, Any]) -> list[str]:
+    """Where the cores go: CPU time per event of each process over each end-to-end run."""
+    runs = [run for run in r["rss_runs"] if run.get("cpu_seconds")]
+    if not runs:
+        return []
+    lines = [
+        "CPU time per event over each run (from the worker's first event to its last join; "
+        "`/proc/<pid>/stat` of the worker, its Postgres backends and the broker):",
+        "",
+        "| run | worker µs/event | Postgres µs/event | broker µs/event | total µs/event | "
+        "cores busy |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for run in runs:
+        cpu = run["cpu_seconds"]
+        per_event = {who: 1e6 * seconds / r["events"] for who, seconds in cpu.items()}
+        total = sum(per_event.values())
+        cores = total * run["per_second"] / 1e6
+        lines.append(
+            f"| {run['label']} | {per_event['worker']:.1f} | {per_event['postgres']:.1f} | "
+            f"{per_event['broker']:.1f} | {total:.1f} | {cores:.2f} |"
+        )
+    return lines
 
 
 def history_table(h: dict[str, Any]) -> str:

@@ -44,6 +44,7 @@ def _run(e: EndToEnd) -> dict[str, Any]:
         "peak_rss_mb": e.peak_rss_mb,
         "windows": e.windows,
         "window_write_seconds": e.window_write_seconds,
+        "cpu_seconds": e.cpu_seconds,
     }
 
 

@@ -124,6 +124,64 @@ def _children(pid: int) -> list[int]:
     return found
 
 
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a live process (0 if it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _broker_pids() -> list[int]:
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if entry.joinpath("comm").read_text().startswith("tansu"):
+                    pids.append(int(entry.name))
+            except OSError:
+                continue
+    return pids
+
+
+class CpuMeter:
+    """CPU seconds the worker, its Postgres backends and the broker spent between ``start`` and
+    ``stop``: where the two cores go (the run's throughput is bounded by their sum)."""
+
+    def __init__(self, worker_pid: int, conn: asyncpg.Connection) -> None:
+        self.worker_pid = worker_pid
+        self.conn = conn
+        self.started: dict[str, dict[int, float]] | None = None
+
+    async def _snapshot(self) -> dict[str, dict[int, float]]:
+        backends = await self.conn.fetch(
+            "SELECT pid FROM pg_stat_activity"
+            " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+        return {
+            "worker": {p: _cpu_seconds(p) for p in [self.worker_pid, *_children(self.worker_pid)]},
+            "postgres": {r["pid"]: _cpu_seconds(r["pid"]) for r in backends},
+            "broker": {p: _cpu_seconds(p) for p in _broker_pids()},
+        }
+
+    async def start(self) -> None:
+        self.started = await self._snapshot()
+
+    async def stop(self) -> dict[str, float]:
+        if self.started is None:
+            return {}
+        ended = await self._snapshot()
+        return {
+            who: sum(cpu - self.started[who].get(pid, 0.0) for pid, cpu in pids.items())
+            for who, pids in ended.items()
+        }
+
+
+def _consumed(samples: dict[str, float]) -> float:
+    return sum(v for k, v in samples.items() if k.startswith("feedbackflow_events_consumed_total"))
+
+
 def _joined(samples: dict[str, float]) -> float:
     return sum(
         v
@@ -141,6 +199,7 @@ class EndToEnd:
     peak_rss_mb: float
     windows: int
     window_write_seconds: float
+    cpu_seconds: dict[str, float]
 
 
 async def load_pending(database_url: str, count: int) -> None:
@@ -195,15 +254,19 @@ async def run_end_to_end(
     log = workdir / f"worker-{label}.log"
     since = datetime.now(UTC)
     worker = WorkerProcess.start(bootstrap, database_url, topics, config, log)
+    meter = CpuMeter(worker.process.pid, await asyncpg.connect(database_url))
     try:
         deadline = time.monotonic() + limit_seconds
         samples: dict[str, float] = {}
         while True:
             worker.check_alive(log)
             samples = await asyncio.to_thread(worker.metrics)
+            if meter.started is None and _consumed(samples):
+                await meter.start()
             written = samples.get("feedbackflow_predictions_written_total", 0.0)
             if written >= events.predictions and _joined(samples) >= events.feedback:
                 done_at = time.time()
+                cpu = await meter.stop()
                 break
             if time.monotonic() > deadline:
                 raise TimeoutError(f"{label}: worker not done after {limit_seconds}s ({samples})")
@@ -211,6 +274,7 @@ async def run_end_to_end(
         rss = worker.peak_rss_mb()
     finally:
         worker.stop()
+        await meter.conn.close()
     conn = await asyncpg.connect(database_url)
     try:
         # The worker's first decode: the earliest ingested_at it wrote (preloaded rows are older).
@@ -239,6 +303,7 @@ async def run_end_to_end(
         peak_rss_mb=rss,
         windows=int(samples.get('feedbackflow_windows_total{outcome="written"}', 0)),
         window_write_seconds=samples.get("feedbackflow_window_write_seconds_sum", 0.0),
+        cpu_seconds=cpu,
     )
 
 
