@@ -45,11 +45,14 @@ TOPICS = ("rain", "autumn", "harbour", "moss", "lantern", "frost", "heron", "tea
 MODELS = ("gpt-haiku-a", "gpt-haiku-b")
 
 
-def config_toml(window: str = "1s", max_window_events: int = 50_000) -> str:
+def config_toml(
+    window: str = "1s", max_window_events: int = 50_000, windows_in_flight: int = 2
+) -> str:
     """The worker's metric config: the bench metrics and the window under test."""
     return (
         f'[pipeline]\nwindow = "{window}"\nretention = "90d"\n'
-        f"max_window_events = {max_window_events}\n{METRICS_TOML}"
+        f"max_window_events = {max_window_events}\nwindows_in_flight = {windows_in_flight}\n"
+        f"{METRICS_TOML}"
     )
 
 

@@ -1,11 +1,12 @@
-"""``python -m bench.run [throughput|history|doc]``: one command per measurement set.
+"""``python -m bench.run [throughput|history|worker|doc]``: one command per measurement set.
 
 ``throughput`` (the default, what ``make bench`` runs) measures in one run, on one event set:
 (1) the consume+validate ceiling, (2) the COPY ceiling, (3) the naive faust agent, (4) the worker
 end to end; then the worker's peak RSS by window cap and pending feedback, and the produce-to-
 visible latency with a 1 s window.  ``history`` times closing a 50k-event window with 100k and
 with 10M predictions stored (minutes of loading, hence separate).  Both rewrite
-docs/performance.md from the saved results.
+docs/performance.md from the saved results.  ``worker`` runs (4) alone, several times, to
+compare two commits of the worker; it writes nothing.
 """
 
 from __future__ import annotations
@@ -129,6 +130,33 @@ async def throughput(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+async def worker_only(args: argparse.Namespace) -> None:
+    """Phase (4) alone, ``--runs`` times over one event set: for comparing two commits of the
+    worker on a noisy machine (interleave runs of both; compare ratios, not absolute rates)."""
+    workdir = Path(tempfile.mkdtemp(prefix="ffbench-"))
+    events = data.generate(args.events)
+    topics = TopicNames(f"ffbench{uuid.uuid4().hex[:8]}")
+    async with running_stack() as stack:
+        await data.produce(stack.bootstrap, topics, events)
+        for run in range(args.runs):
+            e2e = await run_end_to_end(
+                f"worker{run}",
+                stack.bootstrap,
+                await stack.database(f"w{run}"),
+                topics,
+                events,
+                workdir,
+            )
+            cpu = ", ".join(
+                f"{who} {1e6 * seconds / events.events:.1f}"
+                for who, seconds in e2e.cpu_seconds.items()
+            )
+            _say(
+                f"(4) worker: {e2e.throughput.per_second:,.0f} events/s, "
+                f"{e2e.peak_rss_mb:.0f} MB, CPU us/event: {cpu}"
+            )
+
+
 async def history_run(args: argparse.Namespace) -> dict[str, Any]:
     sizes = [100_000, 1_000_000 if args.quick else args.predictions]
     points = []
@@ -156,6 +184,10 @@ def main() -> None:
     t = sub.add_parser("throughput", help="(default) ceilings, faust, worker, RSS, latency")
     h = sub.add_parser("history", help="window write time with 100k vs 10M stored")
     sub.add_parser("doc", help="only re-render docs/performance.md from bench/results/")
+    w = sub.add_parser("worker", help="only (4), the worker end to end, --runs times")
+    w.add_argument("--events", type=int, default=200_000)
+    w.add_argument("--runs", type=int, default=3)
+    w.add_argument("--windows-in-flight", type=int, default=2, choices=(1, 2))
     for p in (parser, t):
         p.add_argument("--events", type=int, default=200_000)
         p.add_argument("--pending", type=int, default=1_000_000)
@@ -170,6 +202,9 @@ def main() -> None:
         report.save("throughput", asyncio.run(throughput(args)))
     elif command == "history":
         report.save("history", asyncio.run(history_run(args)))
+    elif command == "worker":
+        asyncio.run(worker_only(args))
+        return
     results = report.load("throughput")
     if results and command == "throughput":
         print(report.throughput_table(results))

@@ -247,10 +247,11 @@ async def run_end_to_end(
     max_window_events: int = 50_000,
     pending_before: int = 0,
     limit_seconds: float = 300.0,
+    windows_in_flight: int = 2,
 ) -> EndToEnd:
     """Run a worker over the already-produced topics until every row is joined in Postgres."""
     config = workdir / f"{label}.toml"
-    config.write_text(data.config_toml("1s", max_window_events))
+    config.write_text(data.config_toml("1s", max_window_events, windows_in_flight))
     log = workdir / f"worker-{label}.log"
     since = datetime.now(UTC)
     worker = WorkerProcess.start(bootstrap, database_url, topics, config, log)

@@ -121,6 +121,9 @@ class PipelineConfig:
     window: timedelta = timedelta(minutes=5)
     retention: timedelta = timedelta(days=90)
     max_window_events: int = 50_000
+    # Windows written at once (1 or 2), each on its own Postgres connection.  Memory holds the
+    # filling window plus these; two let Postgres use two cores while the worker decodes.
+    windows_in_flight: int = 2
 
 
 @dataclass(frozen=True)
@@ -250,7 +253,9 @@ def registry_from_mapping(document: Mapping[str, Any]) -> MetricRegistry:
     if unknown:
         raise ConfigError(f"unknown top-level section(s) {unknown}; allowed: pipeline, metrics")
     pipeline_table = document.get("pipeline", {})
-    extra = sorted(set(pipeline_table) - {"window", "retention", "max_window_events"})
+    extra = sorted(
+        set(pipeline_table) - {"window", "retention", "max_window_events", "windows_in_flight"}
+    )
     if extra:
         raise ConfigError(f"[pipeline]: unknown key(s) {extra}")
     pipeline = PipelineConfig(
@@ -261,6 +266,7 @@ def registry_from_mapping(document: Mapping[str, Any]) -> MetricRegistry:
         max_window_events=_positive_int(
             pipeline_table.get("max_window_events", 50_000), "[pipeline] max_window_events"
         ),
+        windows_in_flight=_windows_in_flight(pipeline_table.get("windows_in_flight", 2)),
     )
     metrics: dict[str, Metric] = {
         "comment": Metric(name="comment", type="comment"),
@@ -279,6 +285,15 @@ def _positive_int(value: Any, where: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
         raise ConfigError(f"{where}: must be a positive whole number, got {value!r}")
     return value
+
+
+def _windows_in_flight(value: Any) -> int:
+    if value not in (1, 2) or isinstance(value, bool):
+        raise ConfigError(
+            f"[pipeline] windows_in_flight: must be 1 or 2, got {value!r} (the worker drops "
+            "duplicate ids of the window before it, the only one that may be uncommitted)"
+        )
+    return int(value)
 
 
 def load_registry(path: Path) -> MetricRegistry:

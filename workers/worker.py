@@ -119,6 +119,7 @@ class Worker:
             clock=self.clock,
             telemetry=self.telemetry,
             publish_dead_letters=self._publish_dead_letters,
+            max_windows_in_flight=pipeline_config.windows_in_flight,
         )
         await producer.start()
         self._dead_letter_producer = producer

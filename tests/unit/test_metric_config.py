@@ -121,6 +121,18 @@ def test_pipeline_defaults_are_five_minutes_and_ninety_days() -> None:
     assert pipeline.window == timedelta(minutes=5)
     assert pipeline.retention == timedelta(days=90)
     assert pipeline.max_window_events == 50_000
+    assert pipeline.windows_in_flight == 2
+
+
+def test_one_window_in_flight_can_be_chosen() -> None:
+    pipeline = registry_from_mapping({"pipeline": {"windows_in_flight": 1}}).pipeline
+    assert pipeline.windows_in_flight == 1
+
+
+@pytest.mark.parametrize("value", [0, 3, True, "2", 1.5])
+def test_windows_in_flight_other_than_one_or_two_is_refused(value: object) -> None:
+    with pytest.raises(ConfigError, match=r"windows_in_flight: must be 1 or 2"):
+        registry_from_mapping({"pipeline": {"windows_in_flight": value}})
 
 
 def test_float_bounds_are_stored_as_floats(registry: MetricRegistry) -> None:
