@@ -47,10 +47,10 @@ def _same_feedback(a: str, b: str) -> str:
 
 # Each window's statements are planned with its own bounds: a generic plan of a prepared
 # statement cannot prune partitions by them and was measured 25x slower (docs/performance.md).
-# Each window's statements are planned with its own bounds: a generic plan of a prepared
-# statement cannot prune partitions by them and was measured 25x slower (docs/performance.md).
+# They run once each: compiling them (JIT) costs 10-50 ms and is never paid back.
 CREATE_STAGING = f"""
 SET plan_cache_mode = force_custom_plan;
+SET jit = off;
 CREATE TEMP TABLE IF NOT EXISTS stage_predictions
     ON COMMIT DELETE ROWS AS
     SELECT {_cols(PREDICTION_COLUMNS)} FROM feedbackflow.predictions WITH NO DATA;
@@ -203,6 +203,13 @@ UNION
 SELECT {_QUEUED} FROM feedbackflow.pending_feedback q
     JOIN stage_predictions s ON q.target_episode_id = s.episode_id
 """
+
+# With a queue much larger than the window (a backfill of early feedback, a metric whose
+# predictions never come), the planner hashes the whole queue for every window: O(pending),
+# 260 ms a window with 1M queued.  Index look-ups per staged prediction are O(window) (65 ms);
+# the sink asks for them when the queue outnumbers the window's predictions (QUEUE_PROBE_RATIO).
+PROBE_THE_QUEUE = "SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off"
+PLAN_FREELY = "SET LOCAL enable_hashjoin = on; SET LOCAL enable_mergejoin = on"
 
 # The queue's size swings faster than autovacuum's thresholds follow (and autovacuum may be off):
 # with stale statistics the planner read the whole queue to gather a window's queued feedback

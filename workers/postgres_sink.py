@@ -32,6 +32,9 @@ class WindowOutcome:
 
 DEDUPE_SPAN = timedelta(days=1)  # join_sql.DEDUPE_SPAN
 QUEUE_STATS_MIN_CHANGES = 1000
+# Above this many queued feedback per prediction of the window, gathering the queued feedback the
+# window resolves looks each prediction up in the queue's indexes instead of reading the queue.
+QUEUE_PROBE_RATIO = 4
 
 
 def _span(times: Iterable[datetime]) -> tuple[datetime, datetime]:
@@ -85,7 +88,7 @@ class PostgresSink:
             feedback = sum(resolved_new.values())
             resolved_queued: Counter[str] = Counter()
             if contents.predictions:
-                resolved_queued = await self._resolve_queued(now)
+                resolved_queued = await self._resolve_queued(len(contents.predictions), now)
             resolved = resolved_new + resolved_queued
             resolved.pop("pending", None)
             unmatched = _count(
@@ -127,10 +130,16 @@ class PostgresSink:
         )
         return Counter({r["status"]: r["feedback"] for r in rows})
 
-    async def _resolve_queued(self, now: datetime) -> Counter[str]:
+    async def _resolve_queued(self, predictions: int, now: datetime) -> Counter[str]:
         """Resolve queued feedback that this window's predictions name; counts by status."""
         conn = self.conn
-        if not _count(await conn.execute(join_sql.GATHER_QUEUED)):
+        probe = self._queue_rows > QUEUE_PROBE_RATIO * predictions
+        if probe:
+            await conn.execute(join_sql.PROBE_THE_QUEUE)
+        gathered = _count(await conn.execute(join_sql.GATHER_QUEUED))
+        if probe:
+            await conn.execute(join_sql.PLAN_FREELY)
+        if not gathered:
             return Counter()
         await conn.execute(join_sql.ANALYZE_QUEUED)
         bounds = await conn.fetchrow(join_sql.QUEUED_BOUNDS)
