@@ -29,7 +29,6 @@ from pydantic import (
 # Bounds that keep one event from costing a whole window: a 64 KiB id or tag is a bug upstream.
 MAX_NAME = 256
 MAX_TAG_VALUE = 4096
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def _epoch_millis_to_datetime(value: Any) -> Any:

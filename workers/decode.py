@@ -10,14 +10,14 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import NamedTuple, Protocol
 from uuid import UUID
 
 from pydantic import ValidationError
 from pydantic_core import to_json
 
-from ingest.events import EPOCH, Feedback, Prediction
+from ingest.events import Feedback, Prediction
 from ingest.metric_config import FieldError, MetricRegistry
 from ingest.topics import TopicNames
 
@@ -27,6 +27,7 @@ log = logging.getLogger("feedbackflow.decode")
 MAX_FUTURE_SKEW = timedelta(days=1)
 # A UUIDv7 prediction id carries a time; feedback finds its prediction within this span of it.
 ID_TIME_SPAN = timedelta(days=1)
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 class KafkaRecord(Protocol):
@@ -117,12 +118,16 @@ def _uuid7_time(value: UUID) -> datetime | None:
     n = value.int
     if (n >> 76) & 0xF != 7 or (n >> 62) & 0x3 != 0b10:
         return None
-    return EPOCH + timedelta(0, 0, (n >> 80) * 1000)
+    return _at_epoch_millis(n >> 80)
 
 
 def _kafka_time(record: KafkaRecord) -> datetime:
     """Only for events without a timestamp, and dead letters: most events never need it."""
-    return EPOCH + timedelta(0, 0, record.timestamp * 1000)
+    return _at_epoch_millis(record.timestamp)
+
+
+def _at_epoch_millis(millis: int) -> datetime:
+    return EPOCH + timedelta(0, 0, millis * 1000)
 
 
 def _validation_reason(exc: ValidationError) -> tuple[str, str]:

@@ -197,15 +197,14 @@ class WindowedJoin:
                 outcome = await sink.write(contents, self.clock.now())
             except RETRYABLE as exc:
                 self.telemetry.windows.labels("retried").inc()
+                await self._drop_sink(sink)
+                sink = None
                 if attempt == self.max_write_attempts:
                     self.telemetry.windows.labels("failed").inc()
-                    await self._drop_sink(sink)
                     raise
                 log.warning(
                     "window write failed (attempt %d): %r; retrying in %.1fs", attempt, exc, delay
                 )
-                await self._drop_sink(sink)
-                sink = None
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 10.0)
             except BaseException:

@@ -48,15 +48,28 @@ def _count(status: str) -> int:
     return int(status.rsplit(" ", 1)[-1])
 
 
+@dataclass
+class QueueStatistics:
+    """What a worker knows of the pending queue's size.  One per database, shared by the sinks
+    (connections) that write to it: the queue and its changes are the same for all of them."""
+
+    rows: float = 0.0  # the planner's estimate, as of the last refresh
+    changes: float = QUEUE_STATS_MIN_CHANGES  # rows in or out since then: refresh at once
+
+
 class PostgresSink:
-    def __init__(self, conn: asyncpg.Connection, retention: timedelta) -> None:
+    def __init__(
+        self,
+        conn: asyncpg.Connection,
+        retention: timedelta,
+        partitions: PartitionCatalog | None = None,
+        queue: QueueStatistics | None = None,
+    ) -> None:
         self.conn = conn
         self.retention = retention
-        self.partitions = PartitionCatalog()
+        self.partitions = partitions or PartitionCatalog()
+        self.queue = queue or QueueStatistics()
         self._staged = False
-        # Rows added to or taken from the pending queue since its statistics were refreshed.
-        self._queue_rows = 0.0
-        self._queue_changes = QUEUE_STATS_MIN_CHANGES  # refresh before the first window
 
     async def _ensure_partitions(self, contents: WindowContents) -> None:
         conn = self.conn
@@ -95,7 +108,7 @@ class PostgresSink:
                 await conn.execute(join_sql.EXPIRE_UNMATCHED, now - self.retention, now)
             )
             queued = resolved_new.get("pending", 0)
-            self._queue_changes += queued + sum(resolved_queued.values()) + unmatched
+            self.queue.changes += queued + sum(resolved_queued.values()) + unmatched
             dead = 0
             if contents.dead_letters:
                 dead = _count(await conn.execute(join_sql.INSERT_DEAD_LETTERS))
@@ -105,11 +118,12 @@ class PostgresSink:
         """Analyze the pending queue once it changed by 10% (and 1,000 rows) since the last time:
         autovacuum's own rule, applied per window, since the queue swings faster than autovacuum
         looks (and autovacuum may be off)."""
-        if self._queue_changes < max(QUEUE_STATS_MIN_CHANGES, 0.1 * self._queue_rows):
+        queue = self.queue
+        if queue.changes < max(QUEUE_STATS_MIN_CHANGES, 0.1 * queue.rows):
             return
         await self.conn.execute(join_sql.ANALYZE_QUEUE)
-        self._queue_rows = await self.conn.fetchval(join_sql.QUEUE_SIZE_ESTIMATE)
-        self._queue_changes = 0
+        queue.rows = await self.conn.fetchval(join_sql.QUEUE_SIZE_ESTIMATE)
+        queue.changes = 0
 
     async def _stage(self, contents: WindowContents) -> None:
         for table, rows, columns in (
@@ -133,7 +147,7 @@ class PostgresSink:
     async def _resolve_queued(self, predictions: int, now: datetime) -> Counter[str]:
         """Resolve queued feedback that this window's predictions name; counts by status."""
         conn = self.conn
-        probe = self._queue_rows > QUEUE_PROBE_RATIO * predictions
+        probe = self.queue.rows > QUEUE_PROBE_RATIO * predictions
         if probe:
             await conn.execute(join_sql.PROBE_THE_QUEUE)
         gathered = _count(await conn.execute(join_sql.GATHER_QUEUED))

@@ -19,8 +19,9 @@ from ingest.topics import TopicNames, create_topics
 from workers.clock import Clock, SystemClock
 from workers.decode import Decoder
 from workers.migrate import migrate
+from workers.partitions import PartitionCatalog
 from workers.pipeline import WindowedJoin
-from workers.postgres_sink import PostgresSink
+from workers.postgres_sink import PostgresSink, QueueStatistics
 from workers.retention import apply_retention
 from workers.telemetry import WorkerTelemetry
 from workers.window import WindowBuffer, WindowContents
@@ -37,6 +38,9 @@ class Worker:
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
     pipeline: WindowedJoin | None = None
     _dead_letter_producer: AIOKafkaProducer | None = None
+    # Shared by the worker's sinks, one per window in flight: both describe the database.
+    _partitions: PartitionCatalog = field(default_factory=PartitionCatalog)
+    _queue: QueueStatistics = field(default_factory=QueueStatistics)
 
     @property
     def topics(self) -> TopicNames:
@@ -44,7 +48,9 @@ class Worker:
 
     async def _connect_sink(self) -> PostgresSink:
         conn = await asyncpg.connect(self.settings.database_url)
-        return PostgresSink(conn, retention=self.registry.pipeline.retention)
+        return PostgresSink(
+            conn, self.registry.pipeline.retention, partitions=self._partitions, queue=self._queue
+        )
 
     async def _publish_dead_letters(self, contents: WindowContents) -> None:
         """Mirror dead letters to the dead-letter topic (after the Postgres commit: the table is

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID, uuid4
 
 import pytest
 
+from bench.data import Record
 from ingest.metric_config import MetricRegistry, registry_from_mapping
 from ingest.producer import uuid7
 from ingest.topics import TopicNames
@@ -23,18 +23,6 @@ PREDICTION_ID = uuid7(int(EVENT_TIME.timestamp() * 1000))
 EPISODE_ID = UUID("4f1c2a7e-9b3d-4c5e-8f00-000000000001")
 
 
-@dataclass(frozen=True)
-class FakeRecord:
-    """Stands in for aiokafka's ConsumerRecord."""
-
-    topic: str
-    partition: int
-    offset: int
-    timestamp: int
-    key: bytes | None
-    value: bytes | None
-
-
 def record(
     topic: str,
     value: bytes | dict[str, Any] | None,
@@ -43,9 +31,9 @@ def record(
     partition: int = 0,
     timestamp_ms: int = NOW_MS - 1000,
     key: bytes | None = b"k",
-) -> FakeRecord:
+) -> Record:
     payload = json.dumps(value).encode() if isinstance(value, dict) else value
-    return FakeRecord(topic, partition, offset, timestamp_ms, key, payload)
+    return Record(topic, partition, offset, timestamp_ms, key, payload)
 
 
 def prediction(**overrides: Any) -> dict[str, Any]:
