@@ -160,7 +160,11 @@ class TimedConnection:
 
 
 def _statement_name(query: str) -> str:
-    """The name of the ``workers.join_sql`` statement ``query`` is, whatever statements exist."""
+    """The name of the ``workers.join_sql`` statement ``query`` is, whatever statements exist:
+    a constant's name, or the name a built statement gives in its first line."""
+    first = query.split("\n", 1)[0]
+    if first.startswith(join_sql.STATEMENT_NAME):
+        return first.removeprefix(join_sql.STATEMENT_NAME)
     for name, value in vars(join_sql).items():
         if name.isupper() and value == query:
             return str(name)

@@ -23,12 +23,18 @@ never by the stored history.
 
 from __future__ import annotations
 
+from functools import cache
+from typing import Literal
+
 from workers.decode import DeadLetter, FeedbackRow, PredictionRow
 
 PREDICTION_COLUMNS = PredictionRow._fields
 FEEDBACK_COLUMNS = FeedbackRow._fields
 DEAD_LETTER_COLUMNS = DeadLetter._fields
 TARGET_COLUMNS = ("target_prediction_id", "target_join_key", "target_episode_id", "target_id_time")
+
+# Statements built per window start with their name, for pg_stat_activity and the bench.
+STATEMENT_NAME = "-- feedbackflow: "
 
 # Stable codes: dashboards group by them.
 PREDICTION_PAST_RETENTION = "prediction_past_retention"
@@ -102,36 +108,63 @@ RESOLUTION_LOCK = "SELECT pg_advisory_xact_lock(4627188117730549063)"
 _PREDICTION = "SELECT p.prediction_id, p.application, p.model, p.ts FROM feedbackflow.predictions p"
 
 
-def _lookup(row: str, low: str, high: str) -> str:
+# What a feedback may name, as the look-up branch that finds it.  A window's statements carry
+# only the branches its feedback needs: each branch over ~90 day partitions costs ~2 us per row
+# to rescan even when its one-time filter is false (measured: a 15k-feedback window of UUIDv7
+# targets took 11 us per row to look up with all four branches, docs/performance.md).
+TargetLookup = Literal["uuid7_id", "other_id", "join_key", "episode"]
+TARGET_LOOKUPS: tuple[TargetLookup, ...] = ("uuid7_id", "other_id", "join_key", "episode")
+
+
+def target_lookup(
+    target_prediction_id: object, target_id_time: object, target_join_key: object
+) -> TargetLookup:
+    """The branch that finds a feedback's prediction, from its target columns."""
+    if target_id_time is not None:
+        return "uuid7_id"
+    if target_prediction_id is not None:
+        return "other_id"
+    return "join_key" if target_join_key is not None else "episode"
+
+
+def _lookup(row: str, low: str, high: str, lookups: frozenset[TargetLookup]) -> str:
     """The prediction a feedback ``row`` names, as ``m``: one look-up chosen by its target.
 
-    The conditions on ``row`` alone are one-time filters, so the other branches never touch the
-    predictions table.  A UUIDv7 target is looked up only around the time its id carries, within
-    the constant bounds ``low``..``high`` (decoding holds predictions to that: a UUIDv7 id more
-    than a day from its timestamp is a dead letter); other ids, join keys and episodes search
-    every partition.  A join key names its latest prediction; an episode is represented by its
-    first prediction (the view episode_feedback_predictions lists them all).
+    Only the branches in ``lookups`` are planned.  The conditions on ``row`` alone are one-time
+    filters, so the other branches never touch the predictions table.  A UUIDv7 target is looked
+    up only around the time its id carries, within the constant bounds ``low``..``high``
+    (decoding holds predictions to that: a UUIDv7 id more than a day from its timestamp is a dead
+    letter); other ids, join keys and episodes search every partition.  A join key names its
+    latest prediction; an episode is represented by its first prediction (the view
+    episode_feedback_predictions lists them all).
     """
-    return f"""LEFT JOIN LATERAL (
-        ({_PREDICTION}
+    branches = {
+        "uuid7_id": f"""({_PREDICTION}
          WHERE {row}.target_id_time IS NOT NULL AND p.prediction_id = {row}.target_prediction_id
            AND p.ts >= {low} AND p.ts <= {high}
            AND p.ts >= {row}.target_id_time - {DEDUPE_SPAN}
            AND p.ts <= {row}.target_id_time + {DEDUPE_SPAN}
-         LIMIT 1)
-        UNION ALL
-        ({_PREDICTION}
+         LIMIT 1)""",
+        "other_id": f"""({_PREDICTION}
          WHERE {row}.target_id_time IS NULL AND {row}.target_prediction_id IS NOT NULL
            AND p.prediction_id = {row}.target_prediction_id
-         LIMIT 1)
-        UNION ALL
-        ({_PREDICTION}
+         LIMIT 1)""",
+        "join_key": f"""({_PREDICTION}
          WHERE {row}.target_join_key IS NOT NULL AND p.join_key = {row}.target_join_key
-         ORDER BY p.ts DESC LIMIT 1)
-        UNION ALL
-        (SELECT NULL::uuid, p.application, p.model, p.ts FROM feedbackflow.predictions p
+         ORDER BY p.ts DESC LIMIT 1)""",
+        "episode": f"""(SELECT NULL::uuid AS prediction_id, p.application, p.model, p.ts
+         FROM feedbackflow.predictions p
          WHERE {row}.target_episode_id IS NOT NULL AND p.episode_id = {row}.target_episode_id
-         ORDER BY p.ts ASC LIMIT 1)
+         ORDER BY p.ts ASC LIMIT 1)""",
+    }
+    chosen = [branches[name] for name in TARGET_LOOKUPS if name in lookups]
+    if not chosen:
+        raise ValueError("a look-up needs at least one target kind")
+    if len(chosen) == 1:  # already LIMIT 1, which Postgres will not take twice
+        return f"LEFT JOIN LATERAL {chosen[0]} m ON true"
+    union = "\n        UNION ALL\n        ".join(chosen)
+    return f"""LEFT JOIN LATERAL (
+        {union}
         LIMIT 1
     ) m ON true"""
 
@@ -156,9 +189,16 @@ _RESOLVED = (
     "resolved_at",
 )
 
-# $1, $2: the window's earliest and latest feedback time, widened by DEDUPE_SPAN; $3: retention;
-# $4: now; $5, $6: the earliest and latest time the window's UUIDv7 targets carry, widened.
-INSERT_FEEDBACK = f"""
+
+@cache
+def insert_feedback(lookups: frozenset[TargetLookup]) -> str:
+    """The window's feedback, inserted resolved, with look-ups for the target kinds it has.
+
+    $1, $2: the window's earliest and latest feedback time, widened by DEDUPE_SPAN; $3:
+    retention; $4: now; $5, $6: the earliest and latest time the window's UUIDv7 targets carry,
+    widened.
+    """
+    return f"""{STATEMENT_NAME}INSERT_FEEDBACK
 WITH resolved AS (
     SELECT {_cols(FEEDBACK_COLUMNS, "s")},
            m.prediction_id AS found_id, m.application AS found_application,
@@ -169,7 +209,7 @@ WITH resolved AS (
         WHERE f.feedback_id = s.feedback_id AND f.ts >= $1 AND f.ts <= $2
           AND f.ts >= s.ts - {DEDUPE_SPAN} AND f.ts <= s.ts + {DEDUPE_SPAN}
         LIMIT 1) earlier ON true
-    {_lookup("s", "$5", "$6")}
+    {_lookup("s", "$5", "$6", lookups)}
     WHERE earlier.found IS NULL
 ), inserted AS (
     INSERT INTO feedbackflow.feedback ({_cols(FEEDBACK_COLUMNS)}, {_cols(_RESOLVED)})
@@ -188,6 +228,7 @@ WITH resolved AS (
 )
 SELECT status, count(*) AS feedback FROM inserted GROUP BY status
 """
+
 
 _QUEUED = _cols(("feedback_id", "join_key", "ts", *TARGET_COLUMNS), "q")
 
@@ -223,20 +264,31 @@ QUEUE_SIZE_ESTIMATE = (
 # looped over a whole staging table per row (measured 40x slower windows).
 ANALYZE_QUEUED = "ANALYZE stage_queued"
 
+# The gathered feedback's time bounds, and which look-up branches it needs (TargetLookup).
 QUEUED_BOUNDS = """
 SELECT min(ts) AS ts_min, max(ts) AS ts_max,
-       min(target_id_time) AS id_time_min, max(target_id_time) AS id_time_max
+       min(target_id_time) AS id_time_min, max(target_id_time) AS id_time_max,
+       bool_or(target_id_time IS NOT NULL) AS uuid7_id,
+       bool_or(target_id_time IS NULL AND target_prediction_id IS NOT NULL) AS other_id,
+       bool_or(target_join_key IS NOT NULL) AS join_key,
+       bool_or(target_episode_id IS NOT NULL) AS episode
 FROM stage_queued
 """
 
-# $1: retention, $2: now, $3/$4: the queued feedback's earliest and latest time, $5/$6: the
-# earliest and latest time their UUIDv7 targets carry, widened by DEDUPE_SPAN.
-RESOLVE_QUEUED = f"""
+
+@cache
+def resolve_queued(lookups: frozenset[TargetLookup]) -> str:
+    """Resolve the gathered feedback, with look-ups for the target kinds it has.
+
+    $1: retention, $2: now, $3/$4: the queued feedback's earliest and latest time, $5/$6: the
+    earliest and latest time their UUIDv7 targets carry, widened by DEDUPE_SPAN.
+    """
+    return f"""{STATEMENT_NAME}RESOLVE_QUEUED
 WITH found AS (
     SELECT c.feedback_id, c.join_key, c.ts, m.prediction_id, m.application, m.model,
            m.ts AS prediction_ts, {_status("c", "$1")} AS status
     FROM stage_queued c
-    {_lookup("c", "$5", "$6")}
+    {_lookup("c", "$5", "$6", lookups)}
 ), updated AS (
     UPDATE feedbackflow.feedback f SET
         status = found.status,
@@ -257,6 +309,7 @@ WITH found AS (
 )
 SELECT status, count(*) AS feedback FROM updated GROUP BY status
 """
+
 
 # $1: oldest event time still within retention, $2: now.
 EXPIRE_UNMATCHED = f"""

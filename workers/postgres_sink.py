@@ -137,10 +137,14 @@ class PostgresSink:
     async def _insert_feedback(self, contents: WindowContents, now: datetime) -> Counter[str]:
         """Insert the window's new feedback resolved; counts by status, pending included."""
         low, high = _span(f.ts for f in contents.feedback)
+        lookups = frozenset(
+            join_sql.target_lookup(f.target_prediction_id, f.target_id_time, f.target_join_key)
+            for f in contents.feedback
+        )
         id_times = [f.target_id_time for f in contents.feedback if f.target_id_time is not None]
-        id_low, id_high = _span(id_times) if id_times else (now, now)
+        id_bounds = _span(id_times) if id_times else ()  # $5, $6 exist with a UUIDv7 look-up
         rows = await self.conn.fetch(
-            join_sql.INSERT_FEEDBACK, low, high, self.retention, now, id_low, id_high
+            join_sql.insert_feedback(lookups), low, high, self.retention, now, *id_bounds
         )
         return Counter({r["status"]: r["feedback"] for r in rows})
 
@@ -159,15 +163,16 @@ class PostgresSink:
         bounds = await conn.fetchrow(join_sql.QUEUED_BOUNDS)
         if bounds is None or bounds["ts_min"] is None:
             return Counter()
-        id_low = bounds["id_time_min"] or now
-        id_high = bounds["id_time_max"] or now
+        lookups = frozenset(name for name in join_sql.TARGET_LOOKUPS if bounds[name])
+        id_bounds: tuple[datetime, ...] = ()  # $5, $6 exist with a UUIDv7 look-up
+        if bounds["id_time_min"] is not None:
+            id_bounds = (bounds["id_time_min"] - DEDUPE_SPAN, bounds["id_time_max"] + DEDUPE_SPAN)
         rows = await conn.fetch(
-            join_sql.RESOLVE_QUEUED,
+            join_sql.resolve_queued(lookups),
             self.retention,
             now,
             bounds["ts_min"],
             bounds["ts_max"],
-            id_low - DEDUPE_SPAN,
-            id_high + DEDUPE_SPAN,
+            *id_bounds,
         )
         return Counter({r["status"]: r["feedback"] for r in rows})
