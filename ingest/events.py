@@ -11,41 +11,30 @@ type, whether the target suits the metric's level -- is checked by ``ingest.metr
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 from uuid import UUID
 
 from pydantic import (
     AwareDatetime,
     BaseModel,
-    BeforeValidator,
     ConfigDict,
     Field,
     JsonValue,
     WithJsonSchema,
     model_validator,
 )
+from pydantic_core import ErrorDetails
 
 # Bounds that keep one event from costing a whole window: a 64 KiB id or tag is a bug upstream.
 MAX_NAME = 256
 MAX_TAG_VALUE = 4096
 
 
-def _epoch_millis_to_datetime(value: Any) -> Any:
-    """Numbers are epoch milliseconds (the wire contract), never seconds: no guessing by size."""
-    if isinstance(value, bool):
-        raise ValueError("must be an RFC 3339 string or epoch milliseconds, not a boolean")
-    if isinstance(value, int | float):
-        try:
-            return datetime.fromtimestamp(value / 1000, tz=UTC)
-        except (OverflowError, OSError, ValueError):
-            raise ValueError(f"epoch milliseconds {value!r} is out of range") from None
-    return value
-
-
+# Numbers are epoch milliseconds (the wire contract), never seconds: no guessing by size.  The
+# models read them so (``val_temporal_unit``) in pydantic-core, with no Python call per event.
+EPOCH_NUMBERS = ConfigDict(val_temporal_unit="milliseconds")
 Timestamp = Annotated[
     AwareDatetime,
-    BeforeValidator(_epoch_millis_to_datetime),
     WithJsonSchema(
         {
             "anyOf": [
@@ -66,8 +55,26 @@ FlatStrings = Annotated[
 ]
 
 
+_JSON_TYPES = {bool: "a boolean", int: "a number", float: "a number", str: "a string"}
+
+
+def error_text(error: ErrorDetails) -> str:
+    """pydantic's message, naming the JSON type received where the type was wrong: "Input should
+    be a valid datetime" alone does not tell a producer that it sent ``true``."""
+    message = error["msg"]
+    if error["type"].endswith("_type") and "input" in error:
+        value = error["input"]
+        received = _JSON_TYPES.get(type(value)) or (
+            "null" if value is None else "an array" if isinstance(value, list) else "an object"
+        )
+        message = f"{message}, got {received}"
+    return message
+
+
 class _WireModel(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=False)
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, str_strip_whitespace=False, **EPOCH_NUMBERS
+    )
 
 
 class Prediction(_WireModel):

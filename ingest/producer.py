@@ -20,11 +20,11 @@ from uuid import UUID
 from aiokafka import AIOKafkaProducer
 from pydantic import TypeAdapter, ValidationError
 
-from ingest.events import Feedback, Prediction, Timestamp
+from ingest.events import EPOCH_NUMBERS, Feedback, Prediction, Timestamp, error_text
 from ingest.metric_config import MetricRegistry
 from ingest.topics import TopicNames
 
-_TIMESTAMP: TypeAdapter[datetime] = TypeAdapter(Timestamp)
+_TIMESTAMP: TypeAdapter[datetime] = TypeAdapter(Timestamp, config=EPOCH_NUMBERS)
 
 
 def uuid7(now_ms: int | None = None) -> UUID:
@@ -43,7 +43,7 @@ def _validation_message(kind: str, exc: ValidationError) -> str:
     parts = []
     for err in exc.errors(include_url=False):
         where = ".".join(str(p) for p in err["loc"]) or "(event)"
-        parts.append(f"{where}: {err['msg']}")
+        parts.append(f"{where}: {error_text(err)}")
     return f"invalid {kind}: " + "; ".join(parts)
 
 
@@ -55,7 +55,9 @@ def build_prediction(**fields: Any) -> Prediction:
         try:
             at = _TIMESTAMP.validate_python(fields["timestamp"])
         except ValidationError as exc:
-            raise ValueError(f"invalid prediction: timestamp: {exc.errors()[0]['msg']}") from None
+            raise ValueError(
+                f"invalid prediction: timestamp: {error_text(exc.errors()[0])}"
+            ) from None
         fields["prediction_id"] = uuid7(int(at.timestamp() * 1000))
     try:
         return Prediction.model_validate(fields)

@@ -17,7 +17,7 @@ from uuid import UUID
 from pydantic import ValidationError
 from pydantic_core import to_json
 
-from ingest.events import Feedback, Prediction
+from ingest.events import Feedback, Prediction, error_text
 from ingest.metric_config import FieldError, MetricRegistry
 from ingest.topics import TopicNames
 
@@ -27,6 +27,7 @@ log = logging.getLogger("feedbackflow.decode")
 MAX_FUTURE_SKEW = timedelta(days=1)
 # A UUIDv7 prediction id carries a time; feedback finds its prediction within this span of it.
 ID_TIME_SPAN = timedelta(days=1)
+ID_TIME_SPAN_MILLIS = ID_TIME_SPAN / timedelta(milliseconds=1)
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
@@ -112,13 +113,26 @@ def _dumps(value: object) -> str:
     return to_json(value).decode()
 
 
-def _uuid7_time(value: UUID) -> datetime | None:
-    """The time a UUIDv7 carries (RFC 9562: version 7, variant 10), else None; plain integer
-    arithmetic, since ``UUID.version`` alone costs a third of a microsecond per event."""
+def _uuid7_millis(value: UUID) -> int | None:
+    """The epoch milliseconds a UUIDv7 carries (RFC 9562: version 7, variant 10), else None;
+    plain integer arithmetic, since ``UUID.version`` alone costs a third of a microsecond."""
     n = value.int
     if (n >> 76) & 0xF != 7 or (n >> 62) & 0x3 != 0b10:
         return None
-    return _at_epoch_millis(n >> 80)
+    return n >> 80
+
+
+def _uuid7_time(value: UUID) -> datetime | None:
+    millis = _uuid7_millis(value)
+    return None if millis is None else _at_epoch_millis(millis)
+
+
+def _event_time(timestamp: datetime | None, record: KafkaRecord) -> datetime:
+    """The event's time in UTC: pydantic's own zone object would cost a call into pydantic-core
+    at every later comparison and in asyncpg's encoding; UTC takes Python's same-zone path."""
+    if timestamp is None:
+        return _kafka_time(record)
+    return timestamp if timestamp.tzinfo is UTC else timestamp.astimezone(UTC)
 
 
 def _kafka_time(record: KafkaRecord) -> datetime:
@@ -131,14 +145,14 @@ def _at_epoch_millis(millis: int) -> datetime:
 
 
 def _validation_reason(exc: ValidationError) -> tuple[str, str]:
-    errors = exc.errors(include_url=False, include_input=False)
+    errors = exc.errors(include_url=False)
     first = errors[0]
     if first["type"] == "json_invalid":
         return "(payload)", f"invalid JSON: {first['msg']}"
     parts = []
     for err in errors[:5]:
         where = ".".join(str(p) for p in err["loc"]) or "(event)"
-        parts.append(f"{where}: {err['msg']}")
+        parts.append(f"{where}: {error_text(err)}")
     more = f" (+{len(errors) - 5} more)" if len(errors) > 5 else ""
     head = ".".join(str(p) for p in first["loc"]) or "(event)"
     return head, "; ".join(parts) + more
@@ -201,7 +215,7 @@ class Decoder:
         return PredictionRow(
             event.prediction_id,
             event.effective_join_key,
-            event.timestamp or _kafka_time(record),
+            _event_time(event.timestamp, record),
             event.episode_id,
             event.application,
             event.model,
@@ -218,7 +232,7 @@ class Decoder:
         return FeedbackRow(
             event.feedback_id,
             event.target,
-            event.timestamp or _kafka_time(record),
+            _event_time(event.timestamp, record),
             event.metric,
             metric.type,
             event.target_kind,
@@ -257,9 +271,11 @@ class Decoder:
 
 def _check_id_time(prediction_id: UUID, ts: datetime) -> None:
     """Feedback looks a UUIDv7 prediction up near the time its id carries (one or two day
-    partitions instead of all of them), so the id must agree with the prediction's timestamp."""
-    id_time = _uuid7_time(prediction_id)
-    if id_time is not None and abs(id_time - ts) > ID_TIME_SPAN:
+    partitions instead of all of them), so the id must agree with the prediction's timestamp.
+    Compared in epoch milliseconds: a datetime is only built for the error message."""
+    millis = _uuid7_millis(prediction_id)
+    if millis is not None and abs(millis - ts.timestamp() * 1000) > ID_TIME_SPAN_MILLIS:
+        id_time = _at_epoch_millis(millis)
         raise FieldError(
             "prediction_id",
             f"UUIDv7 time {id_time.isoformat()} is more than a day from timestamp "

@@ -392,6 +392,22 @@ def test_out_of_range_epoch_timestamp_is_dead_lettered_not_raised(decoder: Decod
     assert [(d.error_field, d.kafka_offset) for d in batch.dead_letters] == [("timestamp", 1)]
 
 
+def test_wrongly_typed_timestamp_dead_letter_says_what_was_sent(decoder: Decoder) -> None:
+    batch = decoder.decode([record(TOPICS.predictions, prediction(timestamp=True))], NOW)
+    [dead] = batch.dead_letters
+    assert dead.error_field == "timestamp"
+    assert dead.reason == "timestamp: Input should be a valid datetime, got a boolean"
+
+
+def test_epoch_milliseconds_are_not_guessed_as_seconds_when_decoding(decoder: Decoder) -> None:
+    # 1,764,000,000 would be November 2025 in seconds; as milliseconds it is January 1970,
+    # older than the retention: a dead letter, not a silently reinterpreted time.
+    batch = decoder.decode([record(TOPICS.predictions, prediction(timestamp=1_764_000_000))], NOW)
+    [dead] = batch.dead_letters
+    assert dead.error_field == "timestamp"
+    assert "1970-01-21" in dead.reason
+
+
 def test_oversized_integer_float_value_is_dead_lettered_not_raised(decoder: Decoder) -> None:
     raw = json.dumps(feedback(metric="score", value=0)).replace(
         '"value": 0', '"value": 1' + "0" * 400
