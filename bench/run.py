@@ -146,6 +146,8 @@ async def worker_only(args: argparse.Namespace) -> None:
                 topics,
                 events,
                 workdir,
+                max_window_events=args.max_window_events,
+                windows_in_flight=args.windows_in_flight,
             )
             cpu = ", ".join(
                 f"{who} {1e6 * seconds / events.events:.1f}"
@@ -188,6 +190,7 @@ def main() -> None:
     w.add_argument("--events", type=int, default=200_000)
     w.add_argument("--runs", type=int, default=3)
     w.add_argument("--windows-in-flight", type=int, default=2, choices=(1, 2))
+    w.add_argument("--max-window-events", type=int, default=50_000)
     for p in (parser, t):
         p.add_argument("--events", type=int, default=200_000)
         p.add_argument("--pending", type=int, default=1_000_000)
