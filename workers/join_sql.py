@@ -107,6 +107,16 @@ RESOLUTION_LOCK = "SELECT pg_advisory_xact_lock(4627188117730549063)"
 
 _PREDICTION = "SELECT p.prediction_id, p.application, p.model, p.ts FROM feedbackflow.predictions p"
 
+# The predicate of the partial index predictions_join_key (migration 0002): join keys a service
+# chose.  A default join key is the prediction id as text, found through the primary key.
+CHOSEN_JOIN_KEY = "p.join_key <> p.prediction_id::text"
+_UUID_TEXT = "'^[0-9a-fA-F]{8}-?([0-9a-fA-F]{4}-?){3}[0-9a-fA-F]{12}$'"
+
+
+def _as_uuid(text: str) -> str:
+    """``text`` as a uuid when it spells one, else NULL (a cast would fail the statement)."""
+    return f"(CASE WHEN {text} ~ {_UUID_TEXT} THEN {text}::uuid END)"
+
 
 # What a feedback may name, as the look-up branch that finds it.  A window's statements carry
 # only the branches its feedback needs: each branch over ~90 day partitions costs ~2 us per row
@@ -149,9 +159,16 @@ def _lookup(row: str, low: str, high: str, lookups: frozenset[TargetLookup]) -> 
          WHERE {row}.target_id_time IS NULL AND {row}.target_prediction_id IS NOT NULL
            AND p.prediction_id = {row}.target_prediction_id
          LIMIT 1)""",
-        "join_key": f"""({_PREDICTION}
-         WHERE {row}.target_join_key IS NOT NULL AND p.join_key = {row}.target_join_key
-         ORDER BY p.ts DESC LIMIT 1)""",
+        "join_key": f"""(SELECT * FROM (
+            ({_PREDICTION}
+             WHERE {row}.target_join_key IS NOT NULL AND p.join_key = {row}.target_join_key
+               AND {CHOSEN_JOIN_KEY}
+             ORDER BY p.ts DESC LIMIT 1)
+            UNION ALL
+            ({_PREDICTION}
+             WHERE p.prediction_id = {_as_uuid(f"{row}.target_join_key")}
+               AND p.join_key = {row}.target_join_key)
+         ) k ORDER BY k.ts DESC LIMIT 1)""",
         "episode": f"""(SELECT NULL::uuid AS prediction_id, p.application, p.model, p.ts
          FROM feedbackflow.predictions p
          WHERE {row}.target_episode_id IS NOT NULL AND p.episode_id = {row}.target_episode_id

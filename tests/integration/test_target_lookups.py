@@ -143,3 +143,61 @@ async def test_queued_feedback_of_one_kind_joins_with_a_single_look_up(
     assert joined is not None
     assert (joined["target_kind"], joined["status"]) == ("join_key", "joined")
     assert joined["prediction_id"] is not None
+
+
+def _prediction_and_feedback(
+    prediction_id: str, join_key: str | None, target_join_key: str, at_ms: int
+) -> tuple[data.Message, data.Message]:
+    body: dict[str, Any] = {"prediction_id": prediction_id, "application": "lookup"}
+    if join_key is not None:
+        body["join_key"] = join_key
+    feedback = {
+        "feedback_id": str(uuid7(at_ms)),
+        "metric": "thumbs",
+        "value": True,
+        "join_key": target_join_key,
+        "timestamp": at_ms,
+    }
+    return _message(False, {**body, "timestamp": at_ms}), _message(True, feedback)
+
+
+async def test_a_join_key_that_is_a_prediction_id_finds_that_prediction(
+    db: asyncpg.Connection,
+) -> None:
+    # Without a join key of its own a prediction's join key is its id as text; the join key
+    # index leaves such keys out (the primary key finds them), in the window and from the queue.
+    now_ms = int(time.time() * 1000)
+    in_window, queued = str(uuid7(now_ms)), str(uuid.uuid4())
+    p1, f1 = _prediction_and_feedback(in_window, None, in_window, now_ms)
+    p2, f2 = _prediction_and_feedback(queued, None, queued, now_ms)
+    sink = PostgresSink(db, retention=timedelta(days=90))
+    first = await sink.write(_window([p1, f1, f2], 1), datetime.now(UTC))
+    assert first.resolved == {"joined": 1}
+    later = await sink.write(_window([p2], 2), datetime.now(UTC))
+    assert later.resolved == {"joined": 1}
+    rows = await db.fetch(
+        "SELECT target_join_key, prediction_id::text AS found FROM feedbackflow.feedback"
+    )
+    assert sorted((r["target_join_key"], r["found"]) for r in rows) == sorted(
+        [(in_window, in_window), (queued, queued)]
+    )
+    indexed = await db.fetchval(
+        "SELECT count(*) FROM feedbackflow.predictions WHERE join_key <> prediction_id::text"
+    )
+    assert indexed == 0
+
+
+async def test_a_join_key_names_its_latest_prediction_whichever_index_finds_it(
+    db: asyncpg.Connection,
+) -> None:
+    # A service may choose another prediction's id as a join key: the latest of the two wins.
+    now_ms = int(time.time() * 1000)
+    default_key = str(uuid7(now_ms - 60_000))
+    older, _ = _prediction_and_feedback(default_key, None, default_key, now_ms - 60_000)
+    newer_id = str(uuid7(now_ms))
+    newer, feedback = _prediction_and_feedback(newer_id, default_key, default_key, now_ms)
+    sink = PostgresSink(db, retention=timedelta(days=90))
+    await sink.write(_window([older, newer], 1), datetime.now(UTC))
+    await sink.write(_window([feedback], 2), datetime.now(UTC))
+    found = await db.fetchval("SELECT prediction_id::text FROM feedbackflow.feedback")
+    assert found == newer_id
