@@ -15,6 +15,8 @@ import asyncio
 import random
 import statistics
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -134,29 +136,25 @@ class TimedConnection:
     def __getattr__(self, name: str) -> Any:
         return getattr(self._conn, name)
 
-    def _add(self, what: str, started: float) -> None:
-        self.seconds[what] = self.seconds.get(what, 0.0) + time.perf_counter() - started
+    @contextmanager
+    def _timing(self, what: str) -> Iterator[None]:
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[what] = self.seconds.get(what, 0.0) + time.perf_counter() - started
 
     async def execute(self, query: str, *args: Any) -> Any:
-        started = time.perf_counter()
-        try:
+        with self._timing(_statement_name(query)):
             return await self._conn.execute(query, *args)
-        finally:
-            self._add(_statement_name(query), started)
 
     async def fetch(self, query: str, *args: Any) -> Any:
-        started = time.perf_counter()
-        try:
+        with self._timing(_statement_name(query)):
             return await self._conn.fetch(query, *args)
-        finally:
-            self._add(_statement_name(query), started)
 
     async def copy_records_to_table(self, table: str, **kwargs: Any) -> Any:
-        started = time.perf_counter()
-        try:
+        with self._timing(f"COPY {table}"):
             return await self._conn.copy_records_to_table(table, **kwargs)
-        finally:
-            self._add(f"COPY {table}", started)
 
 
 def _statement_name(query: str) -> str:

@@ -47,7 +47,7 @@ def _window(messages: list[data.Message], offset: int) -> WindowContents:
 def _one_of_each_kind() -> tuple[list[data.Message], list[data.Message]]:
     """Four predictions and one feedback naming each: UUIDv7 id, UUIDv4 id, join key, episode."""
     now_ms = int(time.time() * 1000)
-    v7, v4, keyed, in_episode = (str(uuid7(now_ms)) for _ in range(4))
+    v7, keyed, in_episode = (str(uuid7(now_ms)) for _ in range(3))
     v4, episode = str(uuid.uuid4()), str(uuid.uuid4())
     predictions = [
         {"prediction_id": v7},
