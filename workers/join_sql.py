@@ -81,6 +81,14 @@ CREATE INDEX IF NOT EXISTS stage_queued_key ON stage_queued (feedback_id);
 # partitions the window touches before it chooses a join.  Without them it either hashes every
 # partition (the whole history, once per window) or probes all ~90 per row (run-time pruning
 # of a 90-way Append costs ~0.3 ms per row, 300x the index probe; docs/performance.md).
+#
+# A window holds each id once (WindowBuffer), so the only copies an insert can meet are stored
+# ones, which those look-ups find, and one that another worker is writing at the same moment
+# (the old and the new owner of a partition during a rebalance).  So the inserts carry no
+# ON CONFLICT clause: its speculative insertion cost a third of INSERT_PREDICTIONS and a fifth of
+# INSERT_FEEDBACK (docs/performance.md).  A concurrent copy instead makes the insert wait for the
+# other transaction and, once that commits, fail with unique_violation; the worker retries the
+# window (workers/pipeline.py RETRYABLE), and the retry's look-up finds the committed copy.
 DEDUPE_SPAN = "interval '1 day'"
 _TARGET = _cols(TARGET_COLUMNS)
 
@@ -94,7 +102,6 @@ LEFT JOIN LATERAL (
       AND p.ts >= s.ts - {DEDUPE_SPAN} AND p.ts <= s.ts + {DEDUPE_SPAN}
     LIMIT 1) earlier ON true
 WHERE earlier.found IS NULL
-ON CONFLICT DO NOTHING
 """
 
 # A feedback and its prediction written by two workers at once would otherwise miss each other:
@@ -236,7 +243,6 @@ WITH resolved AS (
            extract(epoch FROM ts - found_ts),
            CASE WHEN status <> 'pending' THEN $4::timestamptz END
     FROM resolved
-    ON CONFLICT DO NOTHING
     RETURNING feedback_id, join_key, ts, status, {_TARGET}
 ), queued AS (
     INSERT INTO feedbackflow.pending_feedback (feedback_id, join_key, ts, {_TARGET})

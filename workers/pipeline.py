@@ -39,6 +39,9 @@ RETRYABLE = (
     asyncpg.InterfaceError,
     asyncpg.SerializationError,
     asyncpg.DeadlockDetectedError,
+    # Another worker wrote the same event at the same moment (workers/join_sql.py): the retry
+    # finds its committed copy and skips it.
+    asyncpg.UniqueViolationError,
     asyncpg.CannotConnectNowError,
     asyncpg.AdminShutdownError,
 )
