@@ -24,6 +24,7 @@ import asyncpg
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 
+from workers.arrival_order import CaughtUp, FeedbackHoldBack
 from workers.clock import Clock
 from workers.decode import Decoder
 from workers.postgres_sink import PostgresSink, WindowOutcome
@@ -61,6 +62,7 @@ class _FlushOnRevoke(ConsumerRebalanceListener):  # type: ignore[misc]
     async def on_partitions_revoked(self, revoked: Iterable[TopicPartition]) -> None:
         # Write what we hold before the partitions move, so the new owner starts after it.
         await self.pipeline.flush()
+        self.pipeline.hold_back.forget(revoked)
 
     async def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
         return None
@@ -94,6 +96,12 @@ class WindowedJoin:
             # uncommitted when the next is written, with two in flight at most.
             raise ValueError(f"max_windows_in_flight must be 1 or 2, not {max_windows_in_flight}")
         self.max_windows_in_flight = max_windows_in_flight
+        self.hold_back: FeedbackHoldBack[Any] = FeedbackHoldBack(
+            decoder.topics.predictions,
+            decoder.topics.feedback,
+            partition_of=TopicPartition,
+            max_held=window.max_events,
+        )
         # Connections not writing a window right now: one per window in flight, at most.
         self.idle_sinks: list[PostgresSink] = []
         self.last_progress = time.monotonic()
@@ -112,23 +120,63 @@ class WindowedJoin:
             if room:
                 timeout = self.window.seconds_left() if self.window.events else 0.5
                 batches = await self.consumer.getmany(
+                    *self._partitions_to_read(),
                     timeout_ms=int(min(timeout, 0.5) * 1000) or 1,
                     max_records=min(room, FETCH_MAX_RECORDS),
                 )
             self.last_progress = time.monotonic()
+            for tp, part in batches.items():
+                consumed.labels(tp.topic).inc(len(part))
+            if room and (batches or self.hold_back.held):
+                batches = self.hold_back.release(batches, await self._read_to_the_end(batches))
+            else:
+                batches = {}
             if batches:
                 records = [r for part in batches.values() for r in part]
                 decoded = self.decoder.decode(records, self.clock.now())
                 self.window.add(
                     decoded, {tp: part[-1].offset + 1 for tp, part in batches.items() if part}
                 )
-                for tp, part in batches.items():
-                    consumed.labels(tp.topic).inc(len(part))
             if self.window.due():
                 await self._close_window()
             elif self._in_flight and self._in_flight[0].done():
                 await self._wait_oldest()  # surface a failed write at once
         await self.flush()
+
+    def _partitions_to_read(self) -> list[TopicPartition]:
+        """Every assigned partition (an empty list), but for feedback partitions with held
+        records: aiokafka drains one partition's fetched records before the next, and would keep
+        handing over feedback while the predictions it waits for sit in the fetcher."""
+        holding = self.hold_back.holding()
+        if not holding:
+            return []
+        return [tp for tp in self.consumer.assignment() if tp not in holding]
+
+    async def _read_to_the_end(self, batches: dict[Any, list[Any]]) -> CaughtUp:
+        """Which predictions partitions that feedback (held, or in ``batches``) may wait on have
+        been read to their end, or are not this worker's (then there is nothing to wait for).
+        Before the first fetch of a partition its end is unknown: wait for it."""
+        waited_on = set(self.hold_back.predictions_partitions_waited_on())
+        feedback_topic, predictions_topic = (
+            self.decoder.topics.feedback,
+            self.decoder.topics.predictions,
+        )
+        waited_on.update(
+            TopicPartition(predictions_topic, tp.partition)
+            for tp in batches
+            if tp.topic == feedback_topic
+        )
+        done = set()
+        for tp in waited_on:
+            try:
+                position = await self.consumer.position(tp)
+            except IllegalStateError:
+                done.add(tp)
+                continue
+            highwater = self.consumer.highwater(tp)
+            if highwater is not None and position >= highwater:
+                done.add(tp)
+        return done.__contains__
 
     async def _close_window(self) -> None:
         """Hand the window to a background write and start filling the next one.
@@ -247,6 +295,7 @@ class WindowedJoin:
         t.window_write_seconds.observe(seconds)
         t.predictions_written.inc(outcome.predictions_inserted)
         t.feedback_written.inc(outcome.feedback_inserted)
+        t.feedback_queued.inc(outcome.feedback_queued)
         for status, count in outcome.resolved.items():
             reason = "prediction_past_retention" if status == "expired" else ""
             t.feedback_resolved.labels(status, reason).inc(count)

@@ -28,6 +28,7 @@ class WindowOutcome:
     dead_letters_inserted: int
     resolved: Counter[str]
     expired_unmatched: int
+    feedback_queued: int = 0  # stored pending: its prediction was not written yet
 
 
 DEDUPE_SPAN = timedelta(days=1)  # join_sql.DEDUPE_SPAN
@@ -112,7 +113,7 @@ class PostgresSink:
             dead = 0
             if contents.dead_letters:
                 dead = _count(await conn.execute(join_sql.INSERT_DEAD_LETTERS))
-        return WindowOutcome(predictions, feedback, dead, resolved, unmatched)
+        return WindowOutcome(predictions, feedback, dead, resolved, unmatched, queued)
 
     async def _refresh_queue_statistics(self) -> None:
         """Analyze the pending queue once it changed by 10% (and 1,000 rows) since the last time:

@@ -33,8 +33,13 @@ class WorkerTelemetry:
         )
         self.feedback_resolved = Counter(
             "feedbackflow_feedback_resolved",
-            "Pending feedback that left pending, by status.",
+            "Feedback that reached a final status, when written or later from the pending queue.",
             ["status", "reason"],
+            registry=r,
+        )
+        self.feedback_queued = Counter(
+            "feedbackflow_feedback_queued",
+            "Feedback stored pending because its prediction was not written yet.",
             registry=r,
         )
         self.windows = Counter(
