@@ -12,7 +12,9 @@ So a feedback record is handed to the window only once the predictions partition
 number (the topics are co-partitioned) has been read up to the feedback's Kafka timestamp, or
 has been read to its end.  Kafka Streams merges a task's partitions by timestamp for the same
 reason.  Prediction records are never held.  Held records are raw and undecoded; they count
-against ``max_held``, beyond which the oldest are released anyway, so memory stays bounded.
+against ``max_held``, beyond which the oldest are released anyway, so memory stays bounded, and
+none waits longer than ``max_wait_seconds`` (a window's length, or 30 s): a long backlog of
+predictions delays its partition's feedback by that at most, not by the time the backlog takes.
 Offsets are committed only for records handed on, and each partition's records are handed on in
 order, so a crash or a rebalance re-reads the held ones: nothing is lost.  When both topics are
 read at their ends (live traffic) nothing waits.
@@ -46,14 +48,20 @@ class FeedbackHoldBack(Generic[R]):
         feedback_topic: str,
         partition_of: Callable[[str, int], Partition],
         max_held: int,
+        max_wait_seconds: float,
+        monotonic: Callable[[], float],
     ) -> None:
         self.predictions_topic = predictions_topic
         self.feedback_topic = feedback_topic
         self.partition_of = partition_of
         self.max_held = max_held
+        self.max_wait_seconds = max_wait_seconds
+        self.monotonic = monotonic
         # Latest Kafka timestamp read from each predictions partition number.
         self._read_up_to: dict[int, int] = {}
         self._held: dict[Partition, deque[R]] = {}
+        # When each partition's queue last went from empty to holding: its oldest record's wait.
+        self._holding_since: dict[Partition, float] = {}
         self.held = 0
 
     def holding(self) -> set[Partition]:
@@ -77,7 +85,10 @@ class FeedbackHoldBack(Generic[R]):
             if not records:
                 continue
             if tp.topic == self.feedback_topic:
-                self._held.setdefault(tp, deque()).extend(records)
+                queue = self._held.setdefault(tp, deque())
+                if not queue:
+                    self._holding_since[tp] = self.monotonic()
+                queue.extend(records)
                 self.held += len(records)
             else:
                 released[tp] = records
@@ -85,12 +96,13 @@ class FeedbackHoldBack(Generic[R]):
                     latest = max(r.timestamp for r in records)
                     if latest > self._read_up_to.get(tp.partition, -1):
                         self._read_up_to[tp.partition] = latest
+        waited_too_long = self.monotonic() - self.max_wait_seconds
         for tp, queue in self._held.items():
             if not queue:
                 continue
             predictions_tp = self.partition_of(self.predictions_topic, tp.partition)
             out = released.setdefault(tp, [])
-            if caught_up(predictions_tp):
+            if caught_up(predictions_tp) or self._holding_since[tp] <= waited_too_long:
                 out.extend(queue)
                 self.held -= len(queue)
                 queue.clear()

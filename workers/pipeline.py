@@ -52,6 +52,12 @@ FETCH_MAX_RECORDS = 10_000
 # (docs/performance.md); three measured no better and hold one more window in memory.
 WINDOWS_IN_FLIGHT = 2
 
+# The longest feedback waits for its predictions partition to be read (FeedbackHoldBack) is a
+# window, but never less than this: the wait's clock also runs while the loop is held up by
+# writes in flight, reading nothing, and with 1 s windows (tests, the bench) 10-15% of a
+# backlog's feedback gave up waiting and went through the pending queue (measured).
+MIN_HOLD_SECONDS = 30.0
+
 DeadLetterPublisher = Callable[[WindowContents], Awaitable[None]]
 
 
@@ -101,6 +107,8 @@ class WindowedJoin:
             decoder.topics.feedback,
             partition_of=TopicPartition,
             max_held=window.max_events,
+            max_wait_seconds=max(window.length_seconds, MIN_HOLD_SECONDS),
+            monotonic=time.monotonic,
         )
         # Connections not writing a window right now: one per window in flight, at most.
         self.idle_sinks: list[PostgresSink] = []

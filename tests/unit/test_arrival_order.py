@@ -21,8 +21,23 @@ class Rec:
     timestamp: int
 
 
-def _hold_back(max_held: int = 100) -> FeedbackHoldBack[Rec]:
-    return FeedbackHoldBack(PREDICTIONS, FEEDBACK, partition_of=TP, max_held=max_held)
+@dataclass
+class FakeClock:
+    now: float = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _hold_back(max_held: int = 100, clock: FakeClock | None = None) -> FeedbackHoldBack[Rec]:
+    return FeedbackHoldBack(
+        PREDICTIONS,
+        FEEDBACK,
+        partition_of=TP,
+        max_held=max_held,
+        max_wait_seconds=60.0,
+        monotonic=clock or FakeClock(),
+    )
 
 
 def _records(*timestamps: int, first_offset: int = 0) -> list[Rec]:
@@ -99,3 +114,21 @@ def test_revoked_partitions_forget_what_they_held() -> None:
     assert hold.predictions_partitions_waited_on() == [TP(PREDICTIONS, 1)]
     hold.forget_all()
     assert hold.held == 0
+
+
+def test_no_feedback_waits_longer_than_a_window_for_a_slow_predictions_partition() -> None:
+    clock = FakeClock()
+    hold = _hold_back(clock=clock)
+    assert hold.release({TP(FEEDBACK, 0): _records(500, 600)}, never) == {}
+    clock.now += 30
+    assert hold.release({TP(FEEDBACK, 0): _records(700, first_offset=2)}, never) == {}
+    clock.now += 30
+    out = hold.release({TP(PREDICTIONS, 0): _records(100)}, never)
+    assert out[TP(FEEDBACK, 0)] == _records(500, 600, 700)
+    assert hold.held == 0
+    # The clock starts again for what is held next.
+    assert hold.release({TP(FEEDBACK, 0): _records(800, first_offset=3)}, never) == {}
+    clock.now += 59
+    assert hold.release({}, never) == {}
+    clock.now += 1
+    assert hold.release({}, never) == {TP(FEEDBACK, 0): _records(800, first_offset=3)}
