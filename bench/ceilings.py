@@ -90,9 +90,14 @@ async def write_ceiling(database_url: str, rows: DecodedBatch) -> Throughput:
     try:
         days = {day_of(p.ts) for p in rows.predictions} | {day_of(f.ts) for f in rows.feedback}
         await ensure_days(conn, ("predictions", "feedback"), days)
+        # The table's rows: a default join key (None in the worker's rows) is the id as text.
+        predictions = [
+            p if p.join_key is not None else p._replace(join_key=str(p.prediction_id))
+            for p in rows.predictions
+        ]
         started = time.perf_counter()
         for table, records, columns in (
-            ("predictions", rows.predictions, join_sql.PREDICTION_COLUMNS),
+            ("predictions", predictions, join_sql.PREDICTION_COLUMNS),
             ("feedback", rows.feedback, join_sql.FEEDBACK_COLUMNS),
         ):
             for i in range(0, len(records), COPY_CHUNK):

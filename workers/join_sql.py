@@ -92,10 +92,15 @@ CREATE INDEX IF NOT EXISTS stage_queued_key ON stage_queued (feedback_id);
 DEDUPE_SPAN = "interval '1 day'"
 _TARGET = _cols(TARGET_COLUMNS)
 
+# A staged prediction's join key: the one its service chose, else its id as text (the default
+# of the wire format), spelled here rather than by str(UUID) per event in the worker.
+PREDICTION_JOIN_KEY = "coalesce(s.join_key, s.prediction_id::text)"
+_STAGED_PREDICTION = _cols(PREDICTION_COLUMNS, "s").replace("s.join_key", PREDICTION_JOIN_KEY)
+
 # $1, $2: the window's earliest and latest prediction time, widened by DEDUPE_SPAN.
 INSERT_PREDICTIONS = f"""
 INSERT INTO feedbackflow.predictions ({_cols(PREDICTION_COLUMNS)})
-SELECT {_cols(PREDICTION_COLUMNS, "s")} FROM stage_predictions s
+SELECT {_STAGED_PREDICTION} FROM stage_predictions s
 LEFT JOIN LATERAL (
     SELECT 1 AS found FROM feedbackflow.predictions p
     WHERE p.prediction_id = s.prediction_id AND p.ts >= $1 AND p.ts <= $2
@@ -262,7 +267,7 @@ SELECT {_QUEUED} FROM feedbackflow.pending_feedback q
     JOIN stage_predictions s ON q.target_prediction_id = s.prediction_id
 UNION
 SELECT {_QUEUED} FROM feedbackflow.pending_feedback q
-    JOIN stage_predictions s ON q.target_join_key = s.join_key
+    JOIN stage_predictions s ON q.target_join_key = {PREDICTION_JOIN_KEY}
 UNION
 SELECT {_QUEUED} FROM feedbackflow.pending_feedback q
     JOIN stage_predictions s ON q.target_episode_id = s.episode_id

@@ -95,14 +95,14 @@ def only_feedback(batch: DecodedBatch) -> FeedbackRow:
 # --- predictions ------------------------------------------------------------------------------
 
 
-def test_valid_prediction_becomes_a_row_with_json_text_and_join_key(decoder: Decoder) -> None:
+def test_valid_prediction_becomes_a_row_with_json_text(decoder: Decoder) -> None:
     batch = decoder.decode([record(TOPICS.predictions, prediction(tags={"env": "prod"}))], NOW)
     assert batch.feedback == []
     assert batch.dead_letters == []
     assert batch.predictions == [
         PredictionRow(
             prediction_id=PREDICTION_ID,
-            join_key=str(PREDICTION_ID),
+            join_key=None,  # the default, the id as text: spelled by Postgres
             ts=datetime(2025, 11, 24, 15, tzinfo=UTC),
             episode_id=None,
             application="generate_haiku",
