@@ -93,14 +93,15 @@ def throughput_table(r: dict[str, Any]) -> str:
         "(each a fresh worker over the same topics):",
         "",
         "| run | max_window_events | pending feedback before | events/s | windows | "
-        "time in window writes | peak RSS |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "time in window writes | feedback via the pending queue | peak RSS |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for run in r["rss_runs"]:
+        queued = run.get("feedback_queued")
         lines.append(
             f"| {run['label']} | {run['max_window_events']:,} | {run['pending_before']:,} | "
             f"{run['per_second']:,.0f} | {run['windows']} | {run['window_write_seconds']:.1f} s | "
-            f"{run['peak_rss_mb']:.0f} MB |"
+            f"{'n/a' if queued is None else f'{queued:,}'} | {run['peak_rss_mb']:.0f} MB |"
         )
     return "\n".join([*lines, "", *cpu_table(r)])
 

@@ -1,4 +1,4 @@
-"""``python -m bench.run [throughput|history|worker|doc]``: one command per measurement set.
+"""``python -m bench.run [throughput|history|worker|statements|doc]``: one command per set.
 
 ``throughput`` (the default, what ``make bench`` runs) measures in one run, on one event set:
 (1) the consume+validate ceiling, (2) the COPY ceiling, (3) the naive faust agent, (4) the worker
@@ -6,7 +6,8 @@ end to end; then the worker's peak RSS by window cap and pending feedback, and t
 visible latency with a 1 s window.  ``history`` times closing a 50k-event window with 100k and
 with 10M predictions stored (minutes of loading, hence separate).  Both rewrite
 docs/performance.md from the saved results.  ``worker`` runs (4) alone, several times, to
-compare two commits of the worker; it writes nothing.
+compare two commits of the worker, and ``statements`` the window writes alone, per SQL
+statement; neither writes anything.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from bench import data, history, report
+from bench import data, history, report, window_statements
 from bench.ceilings import Throughput, consume_ceiling, write_ceiling
 from bench.faust_agent import run_faust_agent
 from bench.infra import running_stack
@@ -46,6 +47,7 @@ def _run(e: EndToEnd) -> dict[str, Any]:
         "windows": e.windows,
         "window_write_seconds": e.window_write_seconds,
         "cpu_seconds": e.cpu_seconds,
+        "feedback_queued": e.feedback_queued,
     }
 
 
@@ -155,8 +157,22 @@ async def worker_only(args: argparse.Namespace) -> None:
             )
             _say(
                 f"(4) worker: {e2e.throughput.per_second:,.0f} events/s, "
-                f"{e2e.peak_rss_mb:.0f} MB, CPU us/event: {cpu}"
+                f"{e2e.peak_rss_mb:.0f} MB, CPU us/event: {cpu}, "
+                f"feedback via the pending queue: {e2e.feedback_queued:,}"
             )
+
+
+async def statements_only(args: argparse.Namespace) -> None:
+    """The window writes alone, per SQL statement (bench/window_statements.py), on ``--runs``
+    fresh databases; it writes nothing."""
+    events = data.generate(args.events)
+    async with running_stack(with_broker=False) as stack:
+        for run in range(args.runs):
+            url = await stack.database(f"s{run}")
+            times = await window_statements.time_statements(url, events, args.max_window_events)
+            _say(f"window writes: {times.per_event_us(times.seconds):.2f} us/event")
+            for name, seconds in sorted(times.per_statement.items(), key=lambda kv: -kv[1]):
+                _say(f"    {name:32s} {times.per_event_us(seconds):5.2f} us/event")
 
 
 async def history_run(args: argparse.Namespace) -> dict[str, Any]:
@@ -191,6 +207,10 @@ def main() -> None:
     w.add_argument("--runs", type=int, default=3)
     w.add_argument("--windows-in-flight", type=int, default=2, choices=(1, 2))
     w.add_argument("--max-window-events", type=int, default=50_000)
+    st = sub.add_parser("statements", help="only the window writes, seconds per SQL statement")
+    st.add_argument("--events", type=int, default=200_000)
+    st.add_argument("--runs", type=int, default=2)
+    st.add_argument("--max-window-events", type=int, default=50_000)
     for p in (parser, t):
         p.add_argument("--events", type=int, default=200_000)
         p.add_argument("--pending", type=int, default=1_000_000)
@@ -207,6 +227,9 @@ def main() -> None:
         report.save("history", asyncio.run(history_run(args)))
     elif command == "worker":
         asyncio.run(worker_only(args))
+        return
+    elif command == "statements":
+        asyncio.run(statements_only(args))
         return
     results = report.load("throughput")
     if results and command == "throughput":

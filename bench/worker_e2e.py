@@ -200,6 +200,7 @@ class EndToEnd:
     windows: int
     window_write_seconds: float
     cpu_seconds: dict[str, float]
+    feedback_queued: int = 0  # written pending, resolved later from the queue
 
 
 async def load_pending(database_url: str, count: int) -> None:
@@ -305,6 +306,7 @@ async def run_end_to_end(
         windows=int(samples.get('feedbackflow_windows_total{outcome="written"}', 0)),
         window_write_seconds=samples.get("feedbackflow_window_write_seconds_sum", 0.0),
         cpu_seconds=cpu,
+        feedback_queued=int(samples.get("feedbackflow_feedback_queued_total", 0.0)),
     )
 
 

@@ -1,0 +1,56 @@
+"""Where a window write's time goes: the bench's events, in the order they were produced, cut
+into 50k-event windows and written one after another by ``PostgresSink`` on a fresh database,
+each statement timed (``bench.history.TimedConnection``).
+
+No broker and no overlap: this isolates the SQL from the worker's loop, for comparing two
+versions of ``workers/join_sql.py`` (run it in both worktrees, interleaved).  Times include the
+client's side of each statement (for COPY, asyncpg's encoding of the rows).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import asyncpg
+
+from bench import data
+from bench.history import TimedConnection
+from ingest.topics import TopicNames
+from workers.postgres_sink import PostgresSink
+from workers.window import WindowBuffer
+
+TOPICS = TopicNames("ffbench-statements")
+
+
+@dataclass(frozen=True)
+class StatementTimes:
+    events: int
+    seconds: float
+    per_statement: dict[str, float]
+
+    def per_event_us(self, seconds: float) -> float:
+        return 1e6 * seconds / self.events
+
+
+async def time_statements(
+    database_url: str, events: data.EventSet, window_events: int
+) -> StatementTimes:
+    registry = data.registry()
+    conn = await asyncpg.connect(database_url)
+    try:
+        timed = TimedConnection(conn)
+        sink = PostgresSink(timed, retention=timedelta(days=90))
+        total = 0.0
+        for start in range(0, events.events, window_events):
+            chunk = events.messages[start : start + window_events]
+            buffer = WindowBuffer(length_seconds=1.0, max_events=10**9, monotonic=time.monotonic)
+            buffer.add(data.decode(chunk, TOPICS, registry), {("bench", 0): start + len(chunk)})
+            contents = buffer.drain()
+            started = time.perf_counter()
+            await sink.write(contents, datetime.now(UTC))
+            total += time.perf_counter() - started
+        return StatementTimes(events.events, total, dict(timed.seconds))
+    finally:
+        await conn.close()
