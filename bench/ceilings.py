@@ -20,7 +20,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from ingest.events import Feedback, Prediction
 from ingest.topics import TopicNames
 from workers import join_sql
-from workers.decode import DecodedBatch
+from workers.decode import EPOCH, MICROSECOND, DecodedBatch
 from workers.partitions import PartitionCatalog, day_of
 
 FETCH_MAX_RECORDS = 10_000
@@ -90,15 +90,22 @@ async def write_ceiling(database_url: str, rows: DecodedBatch) -> Throughput:
     try:
         days = {day_of(p.ts) for p in rows.predictions} | {day_of(f.ts) for f in rows.feedback}
         await ensure_days(conn, ("predictions", "feedback"), days)
-        # The table's rows: a default join key (None in the worker's rows) is the id as text.
+        # The tables' rows, which the worker's SQL makes of its staged ones: a default join key
+        # (None) is the id as text, and the read time (the last column, in microseconds) a time.
         predictions = [
-            p if p.join_key is not None else p._replace(join_key=str(p.prediction_id))
+            (
+                p.prediction_id,
+                str(p.prediction_id) if p.join_key is None else p.join_key,
+                *p[2:-1],
+                EPOCH + p.ingested_at * MICROSECOND,
+            )
             for p in rows.predictions
         ]
+        feedback = [(*f[:-1], EPOCH + f.ingested_at * MICROSECOND) for f in rows.feedback]
         started = time.perf_counter()
         for table, records, columns in (
             ("predictions", predictions, join_sql.PREDICTION_COLUMNS),
-            ("feedback", rows.feedback, join_sql.FEEDBACK_COLUMNS),
+            ("feedback", feedback, join_sql.FEEDBACK_COLUMNS),
         ):
             for i in range(0, len(records), COPY_CHUNK):
                 async with conn.transaction():

@@ -51,6 +51,17 @@ def _same_feedback(a: str, b: str) -> str:
     return f"{a}.feedback_id = {b}.feedback_id AND {a}.join_key = {b}.join_key AND {a}.ts = {b}.ts"
 
 
+# Staged rows carry their read time as microseconds since the Unix epoch (decode.read_at_micros:
+# one integer per batch instead of a datetime encoded per row); the inserts spell it as a time.
+# interval * bigint is exact for any such count (below 2^53).
+INGESTED_AT = "timestamptz 'epoch' + s.ingested_at * interval '1 microsecond'"
+
+
+def _staged(columns: tuple[str, ...]) -> str:
+    """A staging table's columns: the table's own, but ``ingested_at`` as bigint."""
+    return _cols(columns).replace("ingested_at", "0::bigint AS ingested_at")
+
+
 # Each window's statements are planned with its own bounds: a generic plan of a prepared
 # statement cannot prune partitions by them and was measured 25x slower (docs/performance.md).
 # They run once each: compiling them (JIT) costs 10-50 ms and is never paid back.
@@ -59,10 +70,10 @@ SET plan_cache_mode = force_custom_plan;
 SET jit = off;
 CREATE TEMP TABLE IF NOT EXISTS stage_predictions
     ON COMMIT DELETE ROWS AS
-    SELECT {_cols(PREDICTION_COLUMNS)} FROM feedbackflow.predictions WITH NO DATA;
+    SELECT {_staged(PREDICTION_COLUMNS)} FROM feedbackflow.predictions WITH NO DATA;
 CREATE TEMP TABLE IF NOT EXISTS stage_feedback
     ON COMMIT DELETE ROWS AS
-    SELECT {_cols(FEEDBACK_COLUMNS)} FROM feedbackflow.feedback WITH NO DATA;
+    SELECT {_staged(FEEDBACK_COLUMNS)} FROM feedbackflow.feedback WITH NO DATA;
 CREATE TEMP TABLE IF NOT EXISTS stage_dead_letters
     ON COMMIT DELETE ROWS AS
     SELECT {_cols(DEAD_LETTER_COLUMNS)} FROM feedbackflow.dead_letters WITH NO DATA;
@@ -95,7 +106,11 @@ _TARGET = _cols(TARGET_COLUMNS)
 # A staged prediction's join key: the one its service chose, else its id as text (the default
 # of the wire format), spelled here rather than by str(UUID) per event in the worker.
 PREDICTION_JOIN_KEY = "coalesce(s.join_key, s.prediction_id::text)"
-_STAGED_PREDICTION = _cols(PREDICTION_COLUMNS, "s").replace("s.join_key", PREDICTION_JOIN_KEY)
+_STAGED_PREDICTION = (
+    _cols(PREDICTION_COLUMNS, "s")
+    .replace("s.join_key", PREDICTION_JOIN_KEY)
+    .replace("s.ingested_at", INGESTED_AT)
+)
 
 # $1, $2: the window's earliest and latest prediction time, widened by DEDUPE_SPAN.
 INSERT_PREDICTIONS = f"""
@@ -219,6 +234,11 @@ _RESOLVED = (
 )
 
 
+_STAGED_FEEDBACK = _cols(FEEDBACK_COLUMNS, "s").replace(
+    "s.ingested_at", f"{INGESTED_AT} AS ingested_at"
+)
+
+
 @cache
 def insert_feedback(lookups: frozenset[TargetLookup]) -> str:
     """The window's feedback, inserted resolved, with look-ups for the target kinds it has.
@@ -229,7 +249,7 @@ def insert_feedback(lookups: frozenset[TargetLookup]) -> str:
     """
     return f"""{STATEMENT_NAME}INSERT_FEEDBACK
 WITH resolved AS (
-    SELECT {_cols(FEEDBACK_COLUMNS, "s")},
+    SELECT {_STAGED_FEEDBACK},
            m.prediction_id AS found_id, m.application AS found_application,
            m.model AS found_model, m.ts AS found_ts, {_status("s", "$3")} AS status
     FROM stage_feedback s

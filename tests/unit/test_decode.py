@@ -13,7 +13,14 @@ from bench.data import Record
 from ingest.metric_config import MetricRegistry, registry_from_mapping
 from ingest.producer import uuid7
 from ingest.topics import TopicNames
-from workers.decode import DeadLetter, DecodedBatch, Decoder, FeedbackRow, PredictionRow
+from workers.decode import (
+    DeadLetter,
+    DecodedBatch,
+    Decoder,
+    FeedbackRow,
+    PredictionRow,
+    read_at_micros,
+)
 
 TOPICS = TopicNames("test")
 NOW = datetime(2025, 11, 24, 16, tzinfo=UTC)
@@ -110,7 +117,7 @@ def test_valid_prediction_becomes_a_row_with_json_text(decoder: Decoder) -> None
             inputs='{"topic":"autumn","n":3}',
             outputs='{"text":"léaves fall"}',
             tags='{"env":"prod"}',
-            ingested_at=NOW,
+            ingested_at=read_at_micros(NOW),
         )
     ]
     row = batch.predictions[0]
@@ -182,7 +189,7 @@ def test_valid_boolean_feedback_becomes_a_row(decoder: Decoder) -> None:
     assert row.source_id == "ann"
     assert row.tags == '{"env":"prod"}'
     assert row.metadata == '{"run":"r1"}'
-    assert row.ingested_at == NOW
+    assert row.ingested_at == read_at_micros(NOW)
 
 
 def test_uuid7_prediction_target_fills_target_id_time(decoder: Decoder) -> None:

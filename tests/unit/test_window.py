@@ -8,10 +8,11 @@ from datetime import UTC, datetime
 import pytest
 
 from ingest.producer import uuid7
-from workers.decode import DeadLetter, DecodedBatch, FeedbackRow, PredictionRow
+from workers.decode import DeadLetter, DecodedBatch, FeedbackRow, PredictionRow, read_at_micros
 from workers.window import WindowBuffer
 
 NOW = datetime(2025, 11, 24, 16, tzinfo=UTC)
+READ_AT = read_at_micros(NOW)
 
 
 @dataclass
@@ -43,7 +44,7 @@ F0 = TP("test.feedback", 0)
 def prediction_row(application: str = "app", ms: int = 1) -> PredictionRow:
     prediction_id = uuid7(ms)
     return PredictionRow(
-        prediction_id, str(prediction_id), NOW, None, application, None, "{}", "{}", "{}", NOW
+        prediction_id, None, NOW, None, application, None, "{}", "{}", "{}", READ_AT
     )
 
 
@@ -71,7 +72,7 @@ def feedback_row(rationale: str | None = None, ms: int = 1) -> FeedbackRow:
         None,
         "{}",
         "{}",
-        NOW,
+        READ_AT,
     )
 
 
