@@ -115,6 +115,8 @@ class WindowedJoin:
         self.last_progress = time.monotonic()
         self._lock = asyncio.Lock()
         self._in_flight: deque[asyncio.Task[WindowOutcome]] = deque()
+        # Set once the newest window in flight has committed (or failed): see _close_window.
+        self._last_written: asyncio.Event | None = None
 
     def subscribe(self) -> None:
         self.consumer.subscribe(list(self.topics), listener=_FlushOnRevoke(self))
@@ -127,10 +129,9 @@ class WindowedJoin:
             batches: dict[Any, list[Any]] = {}
             if room:
                 timeout = self.window.seconds_left() if self.window.events else 0.5
+                partitions, most = self._what_to_read(min(room, FETCH_MAX_RECORDS))
                 batches = await self.consumer.getmany(
-                    *self._partitions_to_read(),
-                    timeout_ms=int(min(timeout, 0.5) * 1000) or 1,
-                    max_records=min(room, FETCH_MAX_RECORDS),
+                    *partitions, timeout_ms=int(min(timeout, 0.5) * 1000) or 1, max_records=most
                 )
             self.last_progress = time.monotonic()
             for tp, part in batches.items():
@@ -151,14 +152,25 @@ class WindowedJoin:
                 await self._wait_oldest()  # surface a failed write at once
         await self.flush()
 
-    def _partitions_to_read(self) -> list[TopicPartition]:
-        """Every assigned partition (an empty list), but for feedback partitions with held
-        records: aiokafka drains one partition's fetched records before the next, and would keep
-        handing over feedback while the predictions it waits for sit in the fetcher."""
-        holding = self.hold_back.holding()
+    def _what_to_read(self, most: int) -> tuple[list[TopicPartition], int]:
+        """The partitions to fetch from (an empty list: all assigned) and how many records.
+
+        While feedback is held, not the feedback partitions holding it: aiokafka drains one
+        partition's fetched records before the next, and would keep handing over feedback while
+        the predictions it waits for sit in the fetcher.  Never more feedback than the hold-back
+        has room for, and only predictions once it is half full: past its bound it would have to
+        let feedback go ahead of its prediction (with a 10k window cap, half the bench's feedback
+        did, measured)."""
+        hold_back = self.hold_back
+        holding = hold_back.holding()
         if not holding:
-            return []
-        return [tp for tp in self.consumer.assignment() if tp not in holding]
+            return [], most
+        assigned = self.consumer.assignment()
+        room = hold_back.max_held - hold_back.held
+        if room <= hold_back.max_held // 2:
+            predictions = self.decoder.topics.predictions
+            return [tp for tp in assigned if tp.topic == predictions], most
+        return [tp for tp in assigned if tp not in holding], min(most, room)
 
     async def _read_to_the_end(self, batches: dict[Any, list[Any]]) -> CaughtUp:
         """Which predictions partitions that feedback (held, or in ``batches``) may wait on have
@@ -194,6 +206,13 @@ class WindowedJoin:
         bounds memory by the window cap (the filling window plus those in flight) and lets this
         process decode while Postgres, another process, writes on the other cores.  Writes may
         finish in any order, but offsets are committed in window order (see _write_and_commit).
+
+        Feedback is resolved in window order too: a window takes the resolution lock only once
+        the window before it has committed.  Feedback handed on just after its prediction lands
+        in the next window, and whichever of the two took the lock first decided its path; the
+        later window first, and the feedback went through the pending queue (in a test, 814 of
+        6,000).  Waiting costs nothing: the two transactions took that lock one after the other
+        anyway, and COPY and the prediction inserts still run side by side.
         """
         async with self._lock:
             while len(self._in_flight) >= self.max_windows_in_flight:
@@ -201,9 +220,12 @@ class WindowedJoin:
             contents = self.window.drain()
             if contents.next_offsets:
                 previous = self._in_flight[-1] if self._in_flight else None
+                before = self._last_written if previous is not None else None
+                written = self._last_written = asyncio.Event()
                 self._in_flight.append(
                     asyncio.create_task(
-                        self._write_and_commit(contents, previous), name="window-write"
+                        self._write_and_commit(contents, previous, before, written),
+                        name="window-write",
                     )
                 )
 
@@ -230,12 +252,19 @@ class WindowedJoin:
         await self._wait_in_flight()
 
     async def _write_and_commit(
-        self, contents: WindowContents, previous: asyncio.Task[WindowOutcome] | None
+        self,
+        contents: WindowContents,
+        previous: asyncio.Task[WindowOutcome] | None,
+        previous_written: asyncio.Event | None,
+        written: asyncio.Event,
     ) -> WindowOutcome:
         """Write the window, then commit its offsets once the window before it has committed
         theirs: a committed offset always means every earlier record is in Postgres."""
         started = time.perf_counter()
-        outcome = await self._write(contents)
+        try:
+            outcome = await self._write(contents, previous_written)
+        finally:
+            written.set()  # failed or not: a later window never waits on it for ever
         if self.publish_dead_letters is not None and contents.dead_letters:
             await self.publish_dead_letters(contents)
         if previous is not None:
@@ -246,14 +275,17 @@ class WindowedJoin:
         self._observe(contents, outcome, time.perf_counter() - started)
         return outcome
 
-    async def _write(self, contents: WindowContents) -> WindowOutcome:
+    async def _write(
+        self, contents: WindowContents, previous_written: asyncio.Event | None = None
+    ) -> WindowOutcome:
         delay = 0.2
+        resolve_after = None if previous_written is None else previous_written.wait
         sink = self.idle_sinks.pop() if self.idle_sinks else None
         for attempt in range(1, self.max_write_attempts + 1):
             try:
                 if sink is None:
                     sink = await self.sink_connect()
-                outcome = await sink.write(contents, self.clock.now())
+                outcome = await sink.write(contents, self.clock.now(), resolve_after)
             except RETRYABLE as exc:
                 self.telemetry.windows.labels("retried").inc()
                 await self._drop_sink(sink)

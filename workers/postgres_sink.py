@@ -8,7 +8,7 @@ event exactly once from an at-least-once stream.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -82,7 +82,15 @@ class PostgresSink:
             conn, "dead_letters", {day_of(d.kafka_ts) for d in contents.dead_letters}
         )
 
-    async def write(self, contents: WindowContents, now: datetime) -> WindowOutcome:
+    async def write(
+        self,
+        contents: WindowContents,
+        now: datetime,
+        resolve_after: Callable[[], Awaitable[object]] | None = None,
+    ) -> WindowOutcome:
+        """Write the window in one transaction.  ``resolve_after``, if given, is awaited before
+        the window resolves any feedback: the pipeline passes the commit of the window before,
+        so that resolution runs in window order (see WindowedJoin._close_window)."""
         conn = self.conn
         if not self._staged:
             await conn.execute(join_sql.CREATE_STAGING)
@@ -95,6 +103,8 @@ class PostgresSink:
             if contents.predictions:
                 low, high = _span(p.ts for p in contents.predictions)
                 predictions = _count(await conn.execute(join_sql.INSERT_PREDICTIONS, low, high))
+            if resolve_after is not None:
+                await resolve_after()
             await conn.execute(join_sql.RESOLUTION_LOCK)
             resolved_new: Counter[str] = Counter()
             if contents.feedback:

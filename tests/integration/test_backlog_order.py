@@ -9,6 +9,7 @@ in the worker until its partition's predictions have been read up to its Kafka t
 from __future__ import annotations
 
 import asyncpg
+import pytest
 
 from tests.integration.harness import (
     isolated_settings,
@@ -21,22 +22,29 @@ from tests.integration.harness import (
 from workers.embedded import TansuBroker
 
 BACKLOG = 6_000
+# ~4 KB predictions: a partition's 2,000 of them take two 4 MB fetches, while the small feedback
+# of every partition arrives in the first, ahead of most of the predictions it names.
+HAIKU_REPEAT = 100
 
 
+@pytest.mark.parametrize("partitions", [1, 3])
 async def test_a_backlog_of_feedback_is_joined_without_the_pending_queue(
-    kafka: TansuBroker, database_url: str, db: asyncpg.Connection
+    kafka: TansuBroker, database_url: str, db: asyncpg.Connection, partitions: int
 ) -> None:
+    """With several partitions, more feedback is fetched ahead than the hold-back may keep (a
+    window's worth): the worker must then read only predictions until it has room again, or
+    the feedback beyond that bound goes ahead of its prediction."""
     settings = isolated_settings(kafka.bootstrap, database_url)
     # Small windows, so that the backlog spans many fetches and windows.
     registry = metric_registry(max_window_events=1_000)
-    await make_topics(settings, partitions=1)
+    await make_topics(settings, partitions=partitions)
     async with producer(settings, registry) as ff:
         ids = []
         for i in range(BACKLOG):
             prediction = await ff.log_prediction(
                 application="generate_haiku",
                 inputs={"topic": "rain", "n": i},
-                outputs={"haiku": "rain at dusk / five seven five syllables / " * 3},
+                outputs={"haiku": "rain at dusk / five seven five syllables / " * HAIKU_REPEAT},
             )
             ids.append(prediction.prediction_id)
         await ff.flush()

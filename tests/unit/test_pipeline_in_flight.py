@@ -10,6 +10,7 @@ import asyncio
 import random
 import time
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -77,10 +78,20 @@ class FakeSink:
     log: list[str]
     conn: FakeConnection = field(default_factory=FakeConnection)
 
-    async def write(self, contents: WindowContents, now: datetime) -> WindowOutcome:
+    async def write(
+        self,
+        contents: WindowContents,
+        now: datetime,
+        resolve_after: Callable[[], Awaitable[object]] | None = None,
+    ) -> WindowOutcome:
+        """The delay stands for staging and inserting predictions; then, like PostgresSink,
+        resolution waits for ``resolve_after``."""
         name = max(contents.next_offsets.values())
         self.log.append(f"start {name}")
         await asyncio.sleep(self.delays.get(name, 0.0))
+        if resolve_after is not None:
+            await resolve_after()
+        self.log.append(f"resolve {name}")
         self.log.append(f"done {name}")
         return WindowOutcome(len(contents.predictions), 0, 0, Counter(), 0)
 
@@ -145,8 +156,9 @@ async def test_a_slow_window_overlaps_the_next_and_still_commits_first() -> None
 
     # Window 2 (offsets 5-9) was written while window 1 was still being written ...
     assert log.index("start 10") < log.index("done 5")
-    assert log.index("done 10") < log.index("done 5")
-    # ... but offsets were committed in window order, each once.
+    # ... its staging done first, but it resolved its feedback only after window 1 committed ...
+    assert log.index("resolve 10") > log.index("done 5")
+    # ... and offsets were committed in window order, each once.
     tp = TP(TOPICS.predictions, 0)
     assert [c[tp] for c in consumer.commits] == [5, 10, 15]
 
@@ -158,13 +170,18 @@ async def test_one_in_flight_writes_one_window_at_a_time() -> None:
     consumer = FakeConsumer(_batches(windows=2, per_window=5))
     pipeline = _pipeline(consumer, sinks, in_flight=1, per_window=5)
     await _run_until_all_committed(pipeline, consumer)
-    assert log == ["start 5", "done 5", "start 10", "done 10"]
+    assert log == ["start 5", "resolve 5", "done 5", "start 10", "resolve 10", "done 10"]
     assert len(pipeline.idle_sinks) == 1  # the one connection was reused
 
 
 async def test_a_failed_window_stops_later_windows_from_committing() -> None:
     class FailingSink(FakeSink):
-        async def write(self, contents: WindowContents, now: datetime) -> WindowOutcome:
+        async def write(
+            self,
+            contents: WindowContents,
+            now: datetime,
+            resolve_after: Callable[[], Awaitable[object]] | None = None,
+        ) -> WindowOutcome:
             await asyncio.sleep(0.2)
             raise RuntimeError("boom")
 
@@ -174,7 +191,8 @@ async def test_a_failed_window_stops_later_windows_from_committing() -> None:
     pipeline = _pipeline(consumer, sinks, in_flight=2, per_window=5)
     with pytest.raises(RuntimeError, match="boom"):
         await pipeline.run(asyncio.Event())
-    assert log == ["start 10", "done 10"]  # window 2 was written ...
+    # Window 2 was written, resolving once window 1 had failed (it waits for no one then) ...
+    assert log == ["start 10", "resolve 10", "done 10"]
     assert consumer.commits == []  # ... but not committed past the failed window 1
 
 
