@@ -20,8 +20,8 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from ingest.events import Feedback, Prediction
 from ingest.topics import TopicNames
 from workers import join_sql
-from workers.decode import EPOCH, MICROSECOND, DecodedBatch
-from workers.partitions import PartitionCatalog, day_of
+from workers.decode import DecodedBatch, FeedbackRow, as_time
+from workers.partitions import PartitionCatalog, days_of
 
 FETCH_MAX_RECORDS = 10_000
 COPY_CHUNK = 50_000
@@ -88,20 +88,42 @@ async def write_ceiling(database_url: str, rows: DecodedBatch) -> Throughput:
     """COPY the decoded rows into ``predictions`` and ``feedback`` in 50k-row transactions."""
     conn = await asyncpg.connect(database_url)
     try:
-        days = {day_of(p.ts) for p in rows.predictions} | {day_of(f.ts) for f in rows.feedback}
+        days = days_of(p.ts for p in rows.predictions) | days_of(f.ts for f in rows.feedback)
         await ensure_days(conn, ("predictions", "feedback"), days)
-        # The tables' rows, which the worker's SQL makes of its staged ones: a default join key
-        # (None) is the id as text, and the read time (the last column, in microseconds) a time.
+        # The tables' rows, which the worker's SQL makes of its staged ones (join_sql.STAGED_*):
+        # times from micros, a default join key (None) as the id as text, and the feedback's
+        # join key and target kind from its target.
         predictions = [
             (
                 p.prediction_id,
                 str(p.prediction_id) if p.join_key is None else p.join_key,
-                *p[2:-1],
-                EPOCH + p.ingested_at * MICROSECOND,
+                as_time(p.ts),
+                *p[3:-1],
+                as_time(p.ingested_at),
             )
             for p in rows.predictions
         ]
-        feedback = [(*f[:-1], EPOCH + f.ingested_at * MICROSECOND) for f in rows.feedback]
+        feedback = [
+            (
+                f.feedback_id,
+                f.target_join_key or str(f.target_prediction_id or f.target_episode_id),
+                as_time(f.ts),
+                f.metric,
+                f.metric_type,
+                "prediction_id"
+                if f.target_prediction_id
+                else "join_key"
+                if f.target_join_key
+                else "episode_id",
+                f.target_prediction_id,
+                f.target_join_key,
+                f.target_episode_id,
+                None if f.target_id_time is None else as_time(f.target_id_time),
+                *f[FeedbackRow._fields.index("value_bool") : -1],
+                as_time(f.ingested_at),
+            )
+            for f in rows.feedback
+        ]
         started = time.perf_counter()
         for table, records, columns in (
             ("predictions", predictions, join_sql.PREDICTION_COLUMNS),

@@ -28,10 +28,24 @@ from typing import Literal
 
 from workers.decode import DeadLetter, FeedbackRow, PredictionRow
 
+# What the worker stages (COPY), and what the window's SQL writes to the tables: the staged
+# columns plus what follows from them (STAGED_PREDICTIONS, STAGED_FEEDBACK).
+STAGED_PREDICTION_COLUMNS = PredictionRow._fields
+STAGED_FEEDBACK_COLUMNS = FeedbackRow._fields
 PREDICTION_COLUMNS = PredictionRow._fields
-FEEDBACK_COLUMNS = FeedbackRow._fields
+FEEDBACK_COLUMNS = (
+    "feedback_id",
+    "join_key",
+    "ts",
+    "metric",
+    "metric_type",
+    "target_kind",
+    *FeedbackRow._fields[FeedbackRow._fields.index("target_prediction_id") :],
+)
 DEAD_LETTER_COLUMNS = DeadLetter._fields
 TARGET_COLUMNS = ("target_prediction_id", "target_join_key", "target_episode_id", "target_id_time")
+# Times the worker stages as microseconds since the Unix epoch (workers.decode.micros).
+MICROS_COLUMNS = ("ts", "target_id_time", "ingested_at")
 
 # Statements built per window start with their name, for pg_stat_activity and the bench.
 STATEMENT_NAME = "-- feedbackflow: "
@@ -51,15 +65,49 @@ def _same_feedback(a: str, b: str) -> str:
     return f"{a}.feedback_id = {b}.feedback_id AND {a}.join_key = {b}.join_key AND {a}.ts = {b}.ts"
 
 
-# Staged rows carry their read time as microseconds since the Unix epoch (decode.read_at_micros:
-# one integer per batch instead of a datetime encoded per row); the inserts spell it as a time.
-# interval * bigint is exact for any such count (below 2^53).
-INGESTED_AT = "timestamptz 'epoch' + s.ingested_at * interval '1 microsecond'"
+def _time(micros: str) -> str:
+    """A staged time in micros as a timestamptz.  interval * bigint is exact for any such count
+    (below 2^53), and the join key and the kind of a target are spelled here too: per window in
+    Postgres rather than per event in Python (str(UUID) alone was 5% of the worker, py-spy)."""
+    return f"timestamptz 'epoch' + {micros} * interval '1 microsecond'"
 
 
 def _staged(columns: tuple[str, ...]) -> str:
-    """A staging table's columns: the table's own, but ``ingested_at`` as bigint."""
-    return _cols(columns).replace("ingested_at", "0::bigint AS ingested_at")
+    """A staging table's columns: the table's own, but times as bigint micros."""
+    return ", ".join(f"0::bigint AS {c}" if c in MICROS_COLUMNS else c for c in columns)
+
+
+def _as_stored(columns: tuple[str, ...], derived: dict[str, str]) -> str:
+    return ", ".join(
+        f"{derived[c]} AS {c}"
+        if c in derived
+        else f"{_time(c)} AS {c}"
+        if c in MICROS_COLUMNS
+        else c
+        for c in columns
+    )
+
+
+# A staged prediction's join key: the one its service chose, else its id as text (the default
+# of the wire format).
+PREDICTION_JOIN_KEY = "coalesce(s.join_key, s.prediction_id::text)"
+# The staged rows as the tables hold them.  OFFSET 0 keeps each a subquery, so each time is
+# computed once per row rather than at every place a statement uses it.
+_PREDICTION_AS_STORED = _as_stored(
+    PREDICTION_COLUMNS, {"join_key": "coalesce(join_key, prediction_id::text)"}
+)
+STAGED_PREDICTIONS = f"(SELECT {_PREDICTION_AS_STORED} FROM stage_predictions OFFSET 0)"
+_FEEDBACK_AS_STORED = _as_stored(
+    FEEDBACK_COLUMNS,
+    {
+        # The target as text, as the SDK keys the message (ingest.events.Feedback.target).
+        "join_key": "coalesce(target_join_key, target_prediction_id::text,"
+        " target_episode_id::text)",
+        "target_kind": "CASE WHEN target_prediction_id IS NOT NULL THEN 'prediction_id'"
+        " WHEN target_join_key IS NOT NULL THEN 'join_key' ELSE 'episode_id' END",
+    },
+)
+STAGED_FEEDBACK = f"(SELECT {_FEEDBACK_AS_STORED} FROM stage_feedback OFFSET 0)"
 
 
 # Each window's statements are planned with its own bounds: a generic plan of a prepared
@@ -70,10 +118,10 @@ SET plan_cache_mode = force_custom_plan;
 SET jit = off;
 CREATE TEMP TABLE IF NOT EXISTS stage_predictions
     ON COMMIT DELETE ROWS AS
-    SELECT {_staged(PREDICTION_COLUMNS)} FROM feedbackflow.predictions WITH NO DATA;
+    SELECT {_staged(STAGED_PREDICTION_COLUMNS)} FROM feedbackflow.predictions WITH NO DATA;
 CREATE TEMP TABLE IF NOT EXISTS stage_feedback
     ON COMMIT DELETE ROWS AS
-    SELECT {_staged(FEEDBACK_COLUMNS)} FROM feedbackflow.feedback WITH NO DATA;
+    SELECT {_staged(STAGED_FEEDBACK_COLUMNS)} FROM feedbackflow.feedback WITH NO DATA;
 CREATE TEMP TABLE IF NOT EXISTS stage_dead_letters
     ON COMMIT DELETE ROWS AS
     SELECT {_cols(DEAD_LETTER_COLUMNS)} FROM feedbackflow.dead_letters WITH NO DATA;
@@ -103,19 +151,10 @@ CREATE INDEX IF NOT EXISTS stage_queued_key ON stage_queued (feedback_id);
 DEDUPE_SPAN = "interval '1 day'"
 _TARGET = _cols(TARGET_COLUMNS)
 
-# A staged prediction's join key: the one its service chose, else its id as text (the default
-# of the wire format), spelled here rather than by str(UUID) per event in the worker.
-PREDICTION_JOIN_KEY = "coalesce(s.join_key, s.prediction_id::text)"
-_STAGED_PREDICTION = (
-    _cols(PREDICTION_COLUMNS, "s")
-    .replace("s.join_key", PREDICTION_JOIN_KEY)
-    .replace("s.ingested_at", INGESTED_AT)
-)
-
 # $1, $2: the window's earliest and latest prediction time, widened by DEDUPE_SPAN.
 INSERT_PREDICTIONS = f"""
 INSERT INTO feedbackflow.predictions ({_cols(PREDICTION_COLUMNS)})
-SELECT {_STAGED_PREDICTION} FROM stage_predictions s
+SELECT s.* FROM {STAGED_PREDICTIONS} s
 LEFT JOIN LATERAL (
     SELECT 1 AS found FROM feedbackflow.predictions p
     WHERE p.prediction_id = s.prediction_id AND p.ts >= $1 AND p.ts <= $2
@@ -234,11 +273,6 @@ _RESOLVED = (
 )
 
 
-_STAGED_FEEDBACK = _cols(FEEDBACK_COLUMNS, "s").replace(
-    "s.ingested_at", f"{INGESTED_AT} AS ingested_at"
-)
-
-
 @cache
 def insert_feedback(lookups: frozenset[TargetLookup]) -> str:
     """The window's feedback, inserted resolved, with look-ups for the target kinds it has.
@@ -249,10 +283,10 @@ def insert_feedback(lookups: frozenset[TargetLookup]) -> str:
     """
     return f"""{STATEMENT_NAME}INSERT_FEEDBACK
 WITH resolved AS (
-    SELECT {_STAGED_FEEDBACK},
+    SELECT s.*,
            m.prediction_id AS found_id, m.application AS found_application,
            m.model AS found_model, m.ts AS found_ts, {_status("s", "$3")} AS status
-    FROM stage_feedback s
+    FROM {STAGED_FEEDBACK} s
     LEFT JOIN LATERAL (
         SELECT 1 AS found FROM feedbackflow.feedback f
         WHERE f.feedback_id = s.feedback_id AND f.ts >= $1 AND f.ts <= $2

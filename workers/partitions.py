@@ -23,6 +23,15 @@ def day_of(ts: datetime) -> date:
     return ts.astimezone(UTC).date()
 
 
+DAY_MICROS = 86_400_000_000
+_EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
+
+
+def days_of(times: Iterable[int]) -> set[date]:
+    """The UTC days of event times in micros (workers.decode.micros), one division each."""
+    return {date.fromordinal(_EPOCH_ORDINAL + day) for day in {t // DAY_MICROS for t in times}}
+
+
 class PartitionCatalog:
     """Remembers which day partitions exist, so the hot path asks Postgres only for new days."""
 

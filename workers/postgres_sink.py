@@ -11,11 +11,13 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from operator import itemgetter
 
 import asyncpg
 
 from workers import join_sql
-from workers.partitions import PartitionCatalog, day_of
+from workers.decode import FeedbackRow, PredictionRow, as_time
+from workers.partitions import PartitionCatalog, day_of, days_of
 from workers.window import WindowContents
 
 
@@ -38,10 +40,16 @@ QUEUE_STATS_MIN_CHANGES = 1000
 QUEUE_PROBE_RATIO = 4
 
 
-def _span(times: Iterable[datetime]) -> tuple[datetime, datetime]:
-    """Earliest and latest of ``times``, widened by the dedupe span: constant partition bounds."""
+_TS = itemgetter(PredictionRow._fields.index("ts"))
+_FEEDBACK_TS = itemgetter(FeedbackRow._fields.index("ts"))
+_TARGET_ID_TIME = itemgetter(FeedbackRow._fields.index("target_id_time"))
+
+
+def _span(times: Iterable[int]) -> tuple[datetime, datetime]:
+    """Earliest and latest of ``times`` (micros), widened by the dedupe span: constant partition
+    bounds for the window's statements."""
     seen = list(times)
-    return min(seen) - DEDUPE_SPAN, max(seen) + DEDUPE_SPAN
+    return as_time(min(seen)) - DEDUPE_SPAN, as_time(max(seen)) + DEDUPE_SPAN
 
 
 def _count(status: str) -> int:
@@ -74,10 +82,10 @@ class PostgresSink:
 
     async def _ensure_partitions(self, contents: WindowContents) -> None:
         conn = self.conn
+        await self.partitions.ensure(conn, "predictions", days_of(map(_TS, contents.predictions)))
         await self.partitions.ensure(
-            conn, "predictions", {day_of(p.ts) for p in contents.predictions}
+            conn, "feedback", days_of(map(_FEEDBACK_TS, contents.feedback))
         )
-        await self.partitions.ensure(conn, "feedback", {day_of(f.ts) for f in contents.feedback})
         await self.partitions.ensure(
             conn, "dead_letters", {day_of(d.kafka_ts) for d in contents.dead_letters}
         )
@@ -101,7 +109,7 @@ class PostgresSink:
             await self._stage(contents)
             predictions = 0
             if contents.predictions:
-                low, high = _span(p.ts for p in contents.predictions)
+                low, high = _span(map(_TS, contents.predictions))
                 predictions = _count(await conn.execute(join_sql.INSERT_PREDICTIONS, low, high))
             if resolve_after is not None:
                 await resolve_after()
@@ -138,8 +146,8 @@ class PostgresSink:
 
     async def _stage(self, contents: WindowContents) -> None:
         for table, rows, columns in (
-            ("stage_predictions", contents.predictions, join_sql.PREDICTION_COLUMNS),
-            ("stage_feedback", contents.feedback, join_sql.FEEDBACK_COLUMNS),
+            ("stage_predictions", contents.predictions, join_sql.STAGED_PREDICTION_COLUMNS),
+            ("stage_feedback", contents.feedback, join_sql.STAGED_FEEDBACK_COLUMNS),
             ("stage_dead_letters", contents.dead_letters, join_sql.DEAD_LETTER_COLUMNS),
         ):
             if rows:
@@ -151,12 +159,12 @@ class PostgresSink:
 
     async def _insert_feedback(self, contents: WindowContents, now: datetime) -> Counter[str]:
         """Insert the window's new feedback resolved; counts by status, pending included."""
-        low, high = _span(f.ts for f in contents.feedback)
+        low, high = _span(map(_FEEDBACK_TS, contents.feedback))
         lookups = frozenset(
             join_sql.target_lookup(f.target_prediction_id, f.target_id_time, f.target_join_key)
             for f in contents.feedback
         )
-        id_times = [f.target_id_time for f in contents.feedback if f.target_id_time is not None]
+        id_times = [t for t in map(_TARGET_ID_TIME, contents.feedback) if t is not None]
         id_bounds = _span(id_times) if id_times else ()  # $5, $6 exist with a UUIDv7 look-up
         rows = await self.conn.fetch(
             join_sql.insert_feedback(lookups), low, high, self.retention, now, *id_bounds

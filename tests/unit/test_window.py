@@ -8,7 +8,14 @@ from datetime import UTC, datetime
 import pytest
 
 from ingest.producer import uuid7
-from workers.decode import DeadLetter, DecodedBatch, FeedbackRow, PredictionRow, read_at_micros
+from workers.decode import (
+    DeadLetter,
+    DecodedBatch,
+    FeedbackRow,
+    PredictionRow,
+    micros,
+    read_at_micros,
+)
 from workers.window import WindowBuffer
 
 NOW = datetime(2025, 11, 24, 16, tzinfo=UTC)
@@ -44,7 +51,7 @@ F0 = TP("test.feedback", 0)
 def prediction_row(application: str = "app", ms: int = 1) -> PredictionRow:
     prediction_id = uuid7(ms)
     return PredictionRow(
-        prediction_id, None, NOW, None, application, None, "{}", "{}", "{}", READ_AT
+        prediction_id, None, micros(NOW), None, application, None, "{}", "{}", "{}", READ_AT
     )
 
 
@@ -52,11 +59,9 @@ def feedback_row(rationale: str | None = None, ms: int = 1) -> FeedbackRow:
     feedback_id = uuid7(ms)
     return FeedbackRow(
         feedback_id,
-        "key",
-        NOW,
+        micros(NOW),
         "thumbs_up",
         "boolean",
-        "join_key",
         None,
         "key",
         None,
