@@ -61,6 +61,9 @@ class FakeConsumer:
     def highwater(self, tp: Any) -> int | None:
         return None
 
+    def assignment(self) -> set[Any]:
+        return set()
+
 
 class FakeConnection:
     def terminate(self) -> None:
