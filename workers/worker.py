@@ -28,6 +28,30 @@ from workers.window import WindowBuffer, WindowContents
 
 log = logging.getLogger("feedbackflow.worker")
 
+# How long the broker may hold a fetch that finds nothing new.  aiokafka keeps one fetch in flight
+# per broker, so a fetch of partitions read to their end blocked the refetch of every other
+# partition for as long as the broker held it: with Kafka's 500 ms, draining a backlog stalled
+# for ~0.47 s whenever some partitions were read out before others (docs/performance.md).  An
+# idle worker now asks ten times a second instead of twice: nothing for a broker.
+FETCH_MAX_WAIT_MS = 100
+# How long records a partition fetched may sit unread before aiokafka fetches for the others.
+PREFETCH_BACKOFF_SECONDS = 0.01
+
+
+def refetch_drained_partitions_sooner(consumer: AIOKafkaConsumer) -> None:
+    """Let the fetcher refill drained partitions while another still holds unread records.
+
+    aiokafka sends no fetch to a broker while any of its partitions holds records younger than
+    a fixed 100 ms (``Fetcher._prefetch_backoff``; the consumer has no setting for it).  While a
+    backlog drains, feedback partitions hold records on purpose (workers/arrival_order.py), so
+    every hold stalled the predictions they wait for by 100 ms: 0.3-0.45 s of a 2.3 s drain
+    (docs/performance.md).  A private attribute of a pinned dependency: the test
+    tests/unit/test_worker_consumer.py fails if an upgrade renames it."""
+    fetcher = consumer._fetcher  # noqa: SLF001
+    if not hasattr(fetcher, "_prefetch_backoff"):
+        raise RuntimeError("aiokafka's Fetcher has no _prefetch_backoff: re-check this tuning")
+    fetcher._prefetch_backoff = PREFETCH_BACKOFF_SECONDS  # noqa: SLF001
+
 
 @dataclass
 class Worker:
@@ -100,6 +124,7 @@ class Worker:
             auto_offset_reset="earliest",
             max_partition_fetch_bytes=4 * 1024 * 1024,
             fetch_max_bytes=32 * 1024 * 1024,
+            fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
             # The loop may spend a whole window write between fetches.
             max_poll_interval_ms=600_000,
             session_timeout_ms=settings.kafka_session_timeout_ms,
@@ -131,6 +156,7 @@ class Worker:
         self._dead_letter_producer = producer
         self.pipeline.subscribe()
         await consumer.start()
+        refetch_drained_partitions_sooner(consumer)
         try:
             await self.pipeline.run(self.stopping)
         finally:
