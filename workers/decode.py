@@ -14,7 +14,7 @@ from datetime import UTC, datetime, timedelta
 from typing import NamedTuple, Protocol
 from uuid import UUID
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from pydantic_core import to_json
 
 from ingest.events import Feedback, Prediction, error_text
@@ -197,7 +197,10 @@ class Decoder:
     # call (time in micros, its bounds, a UUIDv7's time, JSON text) are spelled inline, since
     # each Python call costs ~0.1 us here, and a prediction's whole decode ~4.
     def _prediction(self, record: KafkaRecord, read_at: int, bounds: _TimeBounds) -> PredictionRow:
-        event = Prediction.model_validate_json(record.value or b"")
+        raw = record.value or b""
+        event = Prediction.model_validate_json(raw)
+        if NUL_ESCAPE in raw:
+            _reject_nul(event)
         timestamp = event.timestamp
         ts = record.timestamp * 1000 if timestamp is None else (timestamp - EPOCH) // MICROSECOND
         if not bounds.oldest <= ts <= bounds.newest:
@@ -226,7 +229,10 @@ class Decoder:
         )
 
     def _feedback(self, record: KafkaRecord, read_at: int, bounds: _TimeBounds) -> FeedbackRow:
-        event = Feedback.model_validate_json(record.value or b"")
+        raw = record.value or b""
+        event = Feedback.model_validate_json(raw)
+        if NUL_ESCAPE in raw:
+            _reject_nul(event)
         metric, value = self.registry.check(event)
         timestamp = event.timestamp
         ts = record.timestamp * 1000 if timestamp is None else (timestamp - EPOCH) // MICROSECOND
@@ -275,10 +281,51 @@ class Decoder:
             as_time(record.timestamp * 1000),
             record.key,
             record.value or b"",
-            where,
-            reason,
+            _printable(where),
+            _printable(reason),
             now,
         )
+
+
+# JSON can carry the NUL character (as this escape; raw control characters are invalid JSON),
+# but Postgres text and jsonb cannot: one such event failed its whole window, and every replay of
+# it, for ever.  The escape's bytes are looked for first (one scan of bytes per event); only then
+# is the event searched for a real NUL, since the bytes may also be an escaped backslash.
+NUL_ESCAPE = b"\\u0000"
+
+
+def _reject_nul(event: BaseModel) -> None:
+    where = _nul_in(event.model_dump(), "")
+    if where is not None:
+        raise FieldError(
+            where or "(event)",
+            "contains the NUL character (\\u0000), which Postgres cannot store in text or jsonb",
+        )
+
+
+def _nul_in(value: object, path: str) -> str | None:
+    """The path of the first string (value or key) holding a NUL character, else None."""
+    if isinstance(value, str):
+        return path if "\x00" in value else None
+    items: list[tuple[str, object]] = []
+    if isinstance(value, dict):
+        for key, item in value.items():
+            where = f"{path}.{_printable(str(key))}" if path else _printable(str(key))
+            if "\x00" in str(key):
+                return where
+            items.append((where, item))
+    elif isinstance(value, list):
+        items = [(f"{path}[{i}]", item) for i, item in enumerate(value)]
+    for where, item in items:
+        found = _nul_in(item, where)
+        if found is not None:
+            return found
+    return None
+
+
+def _printable(text: str) -> str:
+    """Text for a dead letter's columns: a NUL spelled as its JSON escape."""
+    return text.replace("\x00", "\\u0000")
 
 
 class _TimeBounds(NamedTuple):

@@ -141,6 +141,9 @@ async def test_malformed_messages_become_dead_letters_and_the_partition_keeps_fl
         b' "join_key": "k", "value": true}': ("join_key", "episode-level"),
         b'{"feedback_id": "0196b0f6-0000-7000-8000-000000000004", "metric": "haiku_rating",'
         b' "value": true}': ("(event)", "exactly one of prediction_id, join_key, episode_id"),
+        # Valid JSON that Postgres cannot store: it must not fail the window it is in.
+        b'{"feedback_id": "0196b0f6-0000-7000-8000-000000000005", "metric": "haiku_rating",'
+        b' "join_key": "k", "value": true, "rationale": "a\\u0000b"}': ("rationale", "NUL"),
     }
     async with live_pipeline(kafka.bootstrap, database_url, partitions=1) as live:
         for raw in bad:
@@ -162,7 +165,7 @@ async def test_malformed_messages_become_dead_letters_and_the_partition_keeps_fl
             )
             return total == len(bad)
 
-        await wait_until(counted, within=10, what="the dead-letter counter to reach 5")
+        await wait_until(counted, within=10, what=f"the dead-letter counter to reach {len(bad)}")
     rows = await db.fetch("SELECT payload, error_field, reason FROM feedbackflow.dead_letters")
     assert len(rows) == len(bad)
     for row in rows:

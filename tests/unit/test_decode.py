@@ -442,3 +442,25 @@ def test_uuid4_prediction_id_may_carry_any_timestamp(decoder: Decoder) -> None:
     )
     assert batch.dead_letters == []
     assert len(batch.predictions) == 1
+
+
+# --- what Postgres cannot store -----------------------------------------------------------------
+
+
+def test_a_nul_character_anywhere_is_a_dead_letter_naming_where(decoder: Decoder) -> None:
+    cases = [
+        (TOPICS.predictions, prediction(outputs={"text": ["ok", "a\u0000b"]}), "outputs.text[1]"),
+        (TOPICS.predictions, prediction(tags={"k\u0000": "v"}), "tags.k\\u0000"),
+        (TOPICS.feedback, feedback(metadata={"m": "\u0000"}), "metadata.m"),
+    ]
+    for topic, event, where in cases:
+        dead = only_dead_letter(decoder.decode([record(topic, event)], NOW))
+        assert dead.error_field == where
+        assert "NUL character" in dead.reason
+        assert "\x00" not in dead.error_field + dead.reason  # storable in the dead letter too
+
+
+def test_an_escaped_backslash_before_u0000_is_just_text(decoder: Decoder) -> None:
+    event = prediction(outputs={"text": "a\\u0000b"})  # the six characters \u0000
+    (row,) = decoder.decode([record(TOPICS.predictions, event)], NOW).predictions
+    assert json.loads(row.outputs) == {"text": "a\\u0000b"}
