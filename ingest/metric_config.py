@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import jsonschema
 from jsonschema.protocols import Validator
@@ -48,14 +48,21 @@ class ConfigError(ValueError):
     """The config file is unusable; the message names the section and the problem."""
 
 
-@dataclass(frozen=True, slots=True)
-class TypedValue:
-    """A feedback value sorted into the column its type is stored in."""
+class TypedValue(NamedTuple):
+    """A feedback value sorted into the column its type is stored in.
+
+    A tuple, built without a Python-level constructor where it is built per event (a frozen
+    dataclass cost 0.5 of the 0.95 us that checking a feedback took)."""
 
     boolean: bool | None = None
     number: float | None = None
     text: str | None = None
     json: Any = None
+
+
+_new = tuple.__new__
+NO_VALUE = TypedValue()
+_TRUE, _FALSE = TypedValue(boolean=True), TypedValue(boolean=False)
 
 
 @dataclass(frozen=True)
@@ -76,7 +83,7 @@ class Metric:
             case "boolean":
                 if not isinstance(value, bool):
                     raise ValueError(f"metric {self.name!r} is boolean; got {_kind(value)}")
-                return TypedValue(boolean=value)
+                return _TRUE if value else _FALSE
             case "float":
                 if isinstance(value, bool) or not isinstance(value, int | float):
                     raise ValueError(f"metric {self.name!r} is a number; got {_kind(value)}")
@@ -90,19 +97,19 @@ class Metric:
                     raise ValueError(f"metric {self.name!r}: {number} is below min {self.minimum}")
                 if self.maximum is not None and number > self.maximum:
                     raise ValueError(f"metric {self.name!r}: {number} is above max {self.maximum}")
-                return TypedValue(number=number)
+                return _new(TypedValue, (None, number, None, None))
             case "categorical":
                 if not isinstance(value, str) or value not in self.categories:
                     raise ValueError(
                         f"metric {self.name!r} takes one of {list(self.categories)}; got {value!r}"
                     )
-                return TypedValue(text=value)
+                return _new(TypedValue, (None, None, value, None))
             case "comment":
                 if not isinstance(value, str):
                     raise ValueError(f"metric {self.name!r} is a comment; got {_kind(value)}")
-                return TypedValue(text=value)
+                return _new(TypedValue, (None, None, value, None))
             case "demonstration":
-                return TypedValue(json=value)
+                return _new(TypedValue, (None, None, None, value))
             case "json":
                 if self._validator is not None:
                     error = jsonschema.exceptions.best_match(self._validator.iter_errors(value))
@@ -112,7 +119,7 @@ class Metric:
                             f"metric {self.name!r}: value at {where} does not match its schema: "
                             f"{error.message}"
                         )
-                return TypedValue(json=value)
+                return _new(TypedValue, (None, None, None, value))
         raise AssertionError(self.type)  # pragma: no cover - exhaustive match
 
 
@@ -147,7 +154,7 @@ class MetricRegistry:
                 f"{' or '.join(sorted(allowed))}, not {feedback.target_kind}",
             )
         if feedback.error is not None:
-            return metric, TypedValue()
+            return metric, NO_VALUE
         try:
             return metric, metric.typed_value(feedback.value)
         except ValueError as exc:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
+from operator import attrgetter
 from typing import Any, Generic, Protocol, TypeVar
 
 
@@ -35,6 +36,7 @@ class TimedRecord(Protocol):
 
 
 R = TypeVar("R", bound=TimedRecord)
+_TIMESTAMP = attrgetter("timestamp")
 # aiokafka's TopicPartition, kept abstract so the logic is testable without Kafka.
 Partition = Any
 # Asked of a predictions partition: has the consumer read it to its end?
@@ -93,7 +95,7 @@ class FeedbackHoldBack(Generic[R]):
             else:
                 released[tp] = records
                 if tp.topic == self.predictions_topic:
-                    latest = max(r.timestamp for r in records)
+                    latest = max(map(_TIMESTAMP, records))
                     if latest > self._read_up_to.get(tp.partition, -1):
                         self._read_up_to[tp.partition] = latest
         waited_too_long = self.monotonic() - self.max_wait_seconds

@@ -17,7 +17,6 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
-from uuid import UUID
 
 from workers.decode import DeadLetter, DecodedBatch, FeedbackRow, PredictionRow
 
@@ -43,26 +42,29 @@ class WindowBuffer:
     length_seconds: float
     max_events: int
     monotonic: Callable[[], float]
-    _predictions: dict[UUID, PredictionRow] = field(default_factory=dict)
-    _feedback: dict[UUID, FeedbackRow] = field(default_factory=dict)
+    _predictions: dict[int, PredictionRow] = field(default_factory=dict)
+    _feedback: dict[int, FeedbackRow] = field(default_factory=dict)
     _dead_letters: list[DeadLetter] = field(default_factory=list)
     _next_offsets: dict[Partition, int] = field(default_factory=dict)
     _events: int = 0
     _opened_at: float | None = None
-    _previous_predictions: dict[UUID, PredictionRow] = field(default_factory=dict)
-    _previous_feedback: dict[UUID, FeedbackRow] = field(default_factory=dict)
+    _previous_predictions: dict[int, PredictionRow] = field(default_factory=dict)
+    _previous_feedback: dict[int, FeedbackRow] = field(default_factory=dict)
 
     def add(self, batch: DecodedBatch, next_offsets: Mapping[Partition, int]) -> None:
         if self._opened_at is None and next_offsets:
             self._opened_at = self.monotonic()
+        # Keyed by the id's integer: a UUID's __hash__ is a Python method, an int's is not.
         predictions, previous_predictions = self._predictions, self._previous_predictions
         for prediction in batch.predictions:
-            if prediction.prediction_id not in previous_predictions:
-                predictions.setdefault(prediction.prediction_id, prediction)
+            key = prediction.prediction_id.int
+            if key not in previous_predictions:
+                predictions.setdefault(key, prediction)
         feedback_rows, previous_feedback = self._feedback, self._previous_feedback
         for feedback in batch.feedback:
-            if feedback.feedback_id not in previous_feedback:
-                feedback_rows.setdefault(feedback.feedback_id, feedback)
+            key = feedback.feedback_id.int
+            if key not in previous_feedback:
+                feedback_rows.setdefault(key, feedback)
         self._dead_letters.extend(batch.dead_letters)
         self._next_offsets.update(next_offsets)
         self._events += len(batch.predictions) + len(batch.feedback) + len(batch.dead_letters)
