@@ -25,6 +25,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 
 from workers.arrival_order import CaughtUp, FeedbackHoldBack
+from workers.catch_up import CatchUp
 from workers.clock import Clock
 from workers.decode import DecodedBatch, Decoder
 from workers.postgres_sink import PostgresSink, WindowOutcome
@@ -119,8 +120,7 @@ class WindowedJoin:
         self._in_flight: deque[asyncio.Task[WindowOutcome]] = deque()
         # Set once the newest window in flight has committed (or failed): see _close_window.
         self._last_written: asyncio.Event | None = None
-        # A window's worth or more was waiting to be read: see _backlog_drained.
-        self._behind = False
+        self.catch_up = CatchUp(window.max_events)
 
     def subscribe(self) -> None:
         self.consumer.subscribe(list(self.topics), listener=_FlushOnRevoke(self))
@@ -150,7 +150,7 @@ class WindowedJoin:
                 self.window.add(
                     decoded, {tp: part[-1].offset + 1 for tp, part in batches.items() if part}
                 )
-            if await self._backlog_drained() or self.window.due():
+            if self.catch_up.close_now(await self._lag(), self.window.events) or self.window.due():
                 await self._close_window()
             elif self._in_flight and self._in_flight[0].done():
                 await self._wait_oldest()  # surface a failed write at once
@@ -174,25 +174,6 @@ class WindowedJoin:
             decoded.dead_letters += part.dead_letters
             await asyncio.sleep(0)
         return decoded
-
-    async def _backlog_drained(self) -> bool:
-        """Whether the worker, having been a window's worth or more behind, has now read all
-        there is: then the window closes at once, not when its time is up.
-
-        The window's length batches live traffic, whose events are young.  The last events of
-        a backlog (a restart, a deploy, a backfill) are late already, and the timer would add up
-        to a window's length to their delay: after a 200k-event backlog with a 1 s window, a
-        third of the drain was that wait (docs/performance.md).  Live traffic never runs a
-        window's worth behind, so its windows keep their length."""
-        lag = await self._lag()
-        if lag is None:
-            return False
-        if lag >= self.window.max_events:
-            self._behind = True
-        elif lag == 0 and self._behind:
-            self._behind = False
-            return self.window.events > 0
-        return False
 
     async def _lag(self) -> int | None:
         """Records on the assigned partitions not read yet, as of the last fetch responses;
