@@ -113,6 +113,11 @@ class FeedbackRow(NamedTuple):
     ingested_at: int  # micros: the batch's read time
 
 
+# The models' own validators, called directly: the same validation as ``model_validate_json``
+# without that method's Python wrapper, which cost 0.45 of the 3.6 us a prediction took.
+_validate_prediction = Prediction.__pydantic_validator__.validate_json
+_validate_feedback = Feedback.__pydantic_validator__.validate_json
+
 # Rows are built with tuple.__new__: a NamedTuple's own constructor is a Python function, which
 # cost ~0.2 us a row, a fifth of all the work a prediction needs after validation.
 _row = tuple.__new__
@@ -198,7 +203,7 @@ class Decoder:
     # each Python call costs ~0.1 us here, and a prediction's whole decode ~4.
     def _prediction(self, record: KafkaRecord, read_at: int, bounds: _TimeBounds) -> PredictionRow:
         raw = record.value or b""
-        event = Prediction.model_validate_json(raw)
+        event: Prediction = _validate_prediction(raw)
         if BACKSLASH in raw and NUL_ESCAPE in raw:
             _reject_nul(event)
         timestamp = event.timestamp
@@ -230,7 +235,7 @@ class Decoder:
 
     def _feedback(self, record: KafkaRecord, read_at: int, bounds: _TimeBounds) -> FeedbackRow:
         raw = record.value or b""
-        event = Feedback.model_validate_json(raw)
+        event: Feedback = _validate_feedback(raw)
         if BACKSLASH in raw and NUL_ESCAPE in raw:
             _reject_nul(event)
         metric, value = self.registry.check(event)
