@@ -89,19 +89,25 @@ def build_app(worker: Worker) -> faust.App:
     return app
 
 
-# Allocations between young collections (CPython's default is 700); see tune_gc_for_windows.
-GC_YOUNG_THRESHOLD = 50_000
+# Live objects a window's event keeps (its row, ids): the young generation's threshold leaves
+# room for the windows in memory (one filling, two being written) several times over.
+GC_OBJECTS_PER_WINDOW_EVENT = 20
+GC_MIN_YOUNG_THRESHOLD = 50_000
 
 
-def tune_gc_for_windows() -> None:
-    """Collect cyclic garbage rarely: a window is up to ``max_window_events`` rows of tuples,
-    UUIDs and datetimes, all tracked by the collector and none in a cycle.  With CPython's
-    defaults the collector ran every 700 allocations and, as the window grew, re-scanned it in
-    older generations: ~2 us of the ~10 us each event cost to decode, and the worker measured
-    ~8% more events/s without it (docs/performance.md).  ``gc.freeze`` also moves everything
-    alive at start-up (faust, pydantic's schemas) out of the collector's way for good."""
+def tune_gc_for_windows(max_window_events: int) -> None:
+    """Collect cyclic garbage only when it could be there: CPython counts a young collection's
+    threshold in *net* new tracked objects (allocations minus deallocations), and what a window
+    keeps -- rows of tuples and UUIDs, none in a cycle -- is freed by reference counting once it
+    is written.  With CPython's default (700) the collector re-scanned each window as it grew,
+    ~2 of the ~10 us an event cost; with 50,000 it still ran every ~17k events for 6-7 ms (0.3 us
+    an event, docs/performance.md).  A threshold above what three windows hold lets window churn
+    never trigger it, while real cyclic garbage, which reference counting never frees, still
+    does.  ``gc.freeze`` moves everything alive at start-up (faust, pydantic's schemas) out of
+    the collector's way for good."""
     gc.freeze()
-    gc.set_threshold(GC_YOUNG_THRESHOLD, 20, 100)
+    young = max(GC_MIN_YOUNG_THRESHOLD, GC_OBJECTS_PER_WINDOW_EVENT * max_window_events)
+    gc.set_threshold(young, 20, 100)
 
 
 def run_worker_process(
@@ -111,7 +117,7 @@ def run_worker_process(
     asyncio.set_event_loop(asyncio.new_event_loop())  # faust's worker runs the loop it finds
     worker = Worker(settings, registry, clock=clock or SystemClock())
     app = build_app(worker)
-    tune_gc_for_windows()
+    tune_gc_for_windows(registry.pipeline.max_window_events)
     log.info(
         "worker consuming %s from %s; /metrics and /health on port %d",
         ", ".join(worker.topics.inputs),
