@@ -211,9 +211,13 @@ class Decoder:
         if not bounds.oldest <= ts <= bounds.newest:
             raise bounds.error(ts, self.retention)
         prediction_id = event.prediction_id
-        n = prediction_id.int  # a UUIDv7 (version 7, variant 10) carries its time: see _id_time
-        if (n >> 76) & 0xF == 7 and (n >> 62) & 0x3 == 0b10:
-            _check_id_time(n >> 80, ts)
+        n = prediction_id.int  # a UUIDv7 (version 7, variant 10) carries its time
+        if (
+            (n >> 76) & 0xF == 7
+            and (n >> 62) & 0x3 == 0b10
+            and abs((n >> 80) * 1000 - ts) > ID_TIME_SPAN_MICROS
+        ):
+            raise _id_time_error(n >> 80, ts)
         inputs, outputs, tags = event.inputs, event.outputs, event.tags
         return _row(
             PredictionRow,
@@ -352,16 +356,15 @@ class _TimeBounds(NamedTuple):
         )
 
 
-def _check_id_time(id_millis: int, ts: int) -> None:
+def _id_time_error(id_millis: int, ts: int) -> FieldError:
     """Feedback looks a UUIDv7 prediction up near the time its id carries (one or two day
     partitions instead of all of them), so the id must agree with the prediction's timestamp."""
-    if abs(id_millis * 1000 - ts) > ID_TIME_SPAN_MICROS:
-        raise FieldError(
-            "prediction_id",
-            f"UUIDv7 time {as_time(id_millis * 1000).isoformat()} is more than a day from "
-            f"timestamp {as_time(ts).isoformat()}: mint UUIDv7 ids at the event's time, or use "
-            "another UUID version",
-        )
+    return FieldError(
+        "prediction_id",
+        f"UUIDv7 time {as_time(id_millis * 1000).isoformat()} is more than a day from "
+        f"timestamp {as_time(ts).isoformat()}: mint UUIDv7 ids at the event's time, or use "
+        "another UUID version",
+    )
 
 
 def _days(delta: timedelta) -> str:
