@@ -118,7 +118,7 @@ class WindowedJoin:
         self.last_progress = time.monotonic()
         self._lock = asyncio.Lock()
         self._in_flight: deque[asyncio.Task[WindowOutcome]] = deque()
-        # Set once the newest window in flight has committed (or failed): see _close_window.
+        # Set once the newest window written so far has committed (or failed): _close_window.
         self._last_written: asyncio.Event | None = None
         self.catch_up = CatchUp(window.max_events)
 
@@ -161,8 +161,8 @@ class WindowedJoin:
 
         Each statement of a window's transaction waits for this loop to send the next one; a
         10k-record batch decodes for ~60 ms without a pause, so Postgres waited ~30 ms on
-        average after each of a window's ~12 statements (the write took 0.4-0.8 s, docs/
-        performance.md).  A slice decodes in a few milliseconds."""
+        average after each of a window's ~12 statements (window writes took 0.6-1.0 s, with
+        slices 0.35-0.65 s: docs/performance.md).  A slice decodes in a few milliseconds."""
         now = self.clock.now()
         if len(records) <= DECODE_SLICE:
             return self.decoder.decode(records, now)
@@ -178,9 +178,11 @@ class WindowedJoin:
     async def _lag(self) -> int | None:
         """Records on the assigned partitions not read yet, as of the last fetch responses;
         None while a partition's end is unknown."""
+        # High watermarks first, with no await in between: a rebalance cannot unassign a
+        # partition under them (aiokafka asserts on an unassigned one).
+        highwaters = [(tp, self.consumer.highwater(tp)) for tp in self.consumer.assignment()]
         lag = 0
-        for tp in self.consumer.assignment():
-            highwater = self.consumer.highwater(tp)
+        for tp, highwater in highwaters:
             if highwater is None:
                 return None
             try:
@@ -257,8 +259,8 @@ class WindowedJoin:
             contents = self.window.drain()
             if contents.next_offsets:
                 previous = self._in_flight[-1] if self._in_flight else None
-                before = self._last_written if previous is not None else None
-                written = self._last_written = asyncio.Event()
+                before, written = self._last_written, asyncio.Event()
+                self._last_written = written
                 self._in_flight.append(
                     asyncio.create_task(
                         self._write_and_commit(contents, previous, before, written),

@@ -46,7 +46,7 @@ def refetch_drained_partitions_sooner(consumer: AIOKafkaConsumer) -> None:
     backlog drains, feedback partitions hold records on purpose (workers/arrival_order.py), so
     every hold stalled the predictions they wait for by 100 ms: 0.3-0.45 s of a 2.3 s drain
     (docs/performance.md).  A private attribute of a pinned dependency: the test
-    tests/unit/test_worker_consumer.py fails if an upgrade renames it."""
+    tests/integration/test_worker_consumer.py fails if an upgrade renames it."""
     fetcher = consumer._fetcher  # noqa: SLF001
     if not hasattr(fetcher, "_prefetch_backoff"):
         raise RuntimeError("aiokafka's Fetcher has no _prefetch_backoff: re-check this tuning")
