@@ -47,11 +47,6 @@ def as_time(value: int) -> datetime:
     return EPOCH + value * MICROSECOND
 
 
-def read_at_micros(now: datetime) -> int:
-    """A batch's read time, as rows carry it: computed once per batch."""
-    return micros(now)
-
-
 class KafkaRecord(Protocol):
     """The part of aiokafka's ``ConsumerRecord`` decoding needs."""
 

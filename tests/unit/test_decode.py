@@ -21,7 +21,6 @@ from workers.decode import (
     PredictionRow,
     as_time,
     micros,
-    read_at_micros,
 )
 
 TOPICS = TopicNames("test")
@@ -119,7 +118,7 @@ def test_valid_prediction_becomes_a_row_with_json_text(decoder: Decoder) -> None
             inputs='{"topic":"autumn","n":3}',
             outputs='{"text":"léaves fall"}',
             tags='{"env":"prod"}',
-            ingested_at=read_at_micros(NOW),
+            ingested_at=micros(NOW),
         )
     ]
     row = batch.predictions[0]
@@ -189,7 +188,7 @@ def test_valid_boolean_feedback_becomes_a_row(decoder: Decoder) -> None:
     assert row.source_id == "ann"
     assert row.tags == '{"env":"prod"}'
     assert row.metadata == '{"run":"r1"}'
-    assert row.ingested_at == read_at_micros(NOW)
+    assert row.ingested_at == micros(NOW)
 
 
 def test_uuid7_prediction_target_fills_target_id_time(decoder: Decoder) -> None:

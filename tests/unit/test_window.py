@@ -14,12 +14,11 @@ from workers.decode import (
     FeedbackRow,
     PredictionRow,
     micros,
-    read_at_micros,
 )
 from workers.window import WindowBuffer
 
 NOW = datetime(2025, 11, 24, 16, tzinfo=UTC)
-READ_AT = read_at_micros(NOW)
+READ_AT = micros(NOW)
 
 
 @dataclass
