@@ -17,11 +17,11 @@ from datetime import UTC, date, datetime, timedelta
 import asyncpg
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from ingest.events import Feedback, Prediction
 from ingest.topics import TopicNames
-from workers import join_sql
-from workers.decode import DecodedBatch, FeedbackRow, as_time
-from workers.partitions import PartitionCatalog, days_of
+from ingest.wire.events import Feedback, Prediction
+from workers.postgres import join_sql
+from workers.postgres.partitions import PartitionCatalog, days_of
+from workers.stream.decode import DecodedBatch, FeedbackRow, as_time
 
 FETCH_MAX_RECORDS = 10_000
 COPY_CHUNK = 50_000

@@ -74,7 +74,7 @@ def run_faust_agent(
 def _build_app() -> Any:
     import faust
 
-    from ingest.events import Feedback, Prediction
+    from ingest.wire.events import Feedback, Prediction
 
     topics = TopicNames(os.environ[ENV_PREFIX])
     expected = int(os.environ[ENV_EVENTS])

@@ -23,14 +23,14 @@ from typing import Any
 
 import asyncpg
 
-from bench import data
 from bench.ceilings import ensure_days, recent_days
-from ingest.producer import uuid7
+from ingest.sdk.producer import uuid7
 from ingest.topics import TopicNames
-from workers import join_sql
-from workers.decode import DecodedBatch
-from workers.postgres_sink import PostgresSink
-from workers.window import WindowBuffer
+from workers.postgres import join_sql
+from workers.postgres.sink import PostgresSink
+from workers.stream.decode import DecodedBatch
+from workers.stream.window import WindowBuffer
+from workers.testing import traffic as data
 
 HISTORY_DAYS = 80
 WINDOW_EVENTS = 50_000
@@ -158,8 +158,8 @@ class TimedConnection:
 
 
 def _statement_name(query: str) -> str:
-    """The name of the ``workers.join_sql`` statement ``query`` is, whatever statements exist:
-    a constant's name, or the name a built statement gives in its first line."""
+    """The name of the ``workers.postgres.join_sql`` statement ``query`` is, whatever
+    statements exist: a constant's name, or the name a built statement gives in its first line."""
     first = query.split("\n", 1)[0]
     if first.startswith(join_sql.STATEMENT_NAME):
         return first.removeprefix(join_sql.STATEMENT_NAME)

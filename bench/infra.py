@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import asyncpg
 
-from workers.embedded import (
+from workers.devstack.servers import (
     EmbeddedPostgres,
     TansuBroker,
     create_database,
@@ -21,7 +21,7 @@ from workers.embedded import (
     start_embedded_postgres,
     start_tansu,
 )
-from workers.migrate import migrate
+from workers.postgres.migrate import migrate
 
 LOCAL_POSTGRES = "postgresql://postgres@127.0.0.1:5432/postgres"
 

@@ -21,12 +21,13 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from bench import data, history, report, window_statements
+from bench import history, report, window_statements
 from bench.ceilings import Throughput, consume_ceiling, write_ceiling
 from bench.faust_agent import run_faust_agent
 from bench.infra import running_stack
 from bench.worker_e2e import EndToEnd, load_pending, run_end_to_end, run_latency
 from ingest.topics import TopicNames
+from workers.testing import traffic as data
 
 # Events of the throughput runs: enough that the worker's fixed cost per run (its first fetch,
 # and the last windows written after everything is read, ~0.3 s together) weighs under a tenth

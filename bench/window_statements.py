@@ -3,8 +3,8 @@ into 50k-event windows and written one after another by ``PostgresSink`` on a fr
 each statement timed (``bench.history.TimedConnection``).
 
 No broker and no overlap: this isolates the SQL from the worker's loop, for comparing two
-versions of ``workers/join_sql.py`` (run it in both worktrees, interleaved).  Times include the
-client's side of each statement (for COPY, asyncpg's encoding of the rows).
+versions of ``workers/postgres/join_sql.py`` (run it in both worktrees, interleaved).  Times
+include the client's side of each statement (for COPY, asyncpg's encoding of the rows).
 """
 
 from __future__ import annotations
@@ -15,11 +15,11 @@ from datetime import UTC, datetime, timedelta
 
 import asyncpg
 
-from bench import data
 from bench.history import TimedConnection
 from ingest.topics import TopicNames
-from workers.postgres_sink import PostgresSink
-from workers.window import WindowBuffer
+from workers.postgres.sink import PostgresSink
+from workers.stream.window import WindowBuffer
+from workers.testing import traffic as data
 
 TOPICS = TopicNames("ffbench-statements")
 

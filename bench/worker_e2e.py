@@ -28,10 +28,10 @@ from pathlib import Path
 import asyncpg
 from aiokafka import AIOKafkaProducer
 
-from bench import data
 from bench.ceilings import Throughput, ensure_days, recent_days
 from ingest.topics import TopicNames, create_topics
-from workers.embedded import free_port
+from workers.devstack.servers import free_port
+from workers.testing import traffic as data
 
 
 @dataclass

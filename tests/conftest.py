@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import asyncpg
 import pytest
 
-from workers.embedded import (
+from workers.devstack.servers import (
     TansuBroker,
     create_database,
     database_url_with_name,
@@ -24,7 +24,7 @@ from workers.embedded import (
     start_embedded_postgres,
     start_tansu,
 )
-from workers.migrate import migrate
+from workers.postgres.migrate import migrate
 
 TEMPLATE = f"feedbackflow_tmpl_{os.getpid()}"
 

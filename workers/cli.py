@@ -1,7 +1,7 @@
 """``feedbackflow``: migrate, worker, retention, dev, demo, schemas.
 
 Connection settings come from flags, then ``FEEDBACKFLOW_*`` environment variables, then
-defaults (``ingest.settings``); the metric config from ``--config`` / ``FEEDBACKFLOW_CONFIG``.
+defaults (``workers.settings``); the metric config from ``--config`` / ``FEEDBACKFLOW_CONFIG``.
 """
 
 from __future__ import annotations
@@ -15,11 +15,11 @@ from pathlib import Path
 
 import asyncpg
 
-from ingest.metric_config import ConfigError, MetricRegistry, load_registry, registry_from_mapping
-from ingest.settings import Settings
+from ingest.metrics.registry import ConfigError, MetricRegistry, load_registry
 from workers.clock import SystemClock
-from workers.migrate import migrate
-from workers.retention import apply_retention
+from workers.postgres.migrate import migrate
+from workers.postgres.retention import apply_retention
+from workers.settings import Settings
 
 log = logging.getLogger("feedbackflow")
 
@@ -62,7 +62,7 @@ async def _retention(settings: Settings, registry: MetricRegistry) -> int:
 
 
 def _worker(settings: Settings, registry: MetricRegistry) -> int:
-    from workers.app import run_worker_process
+    from workers.host.app import run_worker_process
 
     run_worker_process(settings, registry)
     return 0
@@ -113,15 +113,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "schemas":
-        from ingest.json_schema import write_schemas
+        from ingest.wire.json_schema import write_schemas
 
         return write_schemas(check=args.check)
     if args.command == "demo":
-        from workers.demo import run_demo
+        from workers.devstack.demo import run_demo
 
         return run_demo(_settings_from(args), args.predictions)
     if args.command == "dev":
-        from workers.demo import run_dev
+        from workers.devstack.dev import run_dev
 
         return run_dev(_settings_from(args), args.http_port)
     settings = _settings_from(args)
@@ -131,12 +131,6 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "retention":
         return asyncio.run(_retention(settings, registry))
     return _worker(settings, registry)
-
-
-def demo_registry() -> MetricRegistry:
-    from ingest.haiku_demo import DEMO_METRICS
-
-    return registry_from_mapping(DEMO_METRICS)
 
 
 if __name__ == "__main__":

@@ -17,12 +17,12 @@ from typing import Any
 
 import asyncpg
 
-from ingest.metric_config import MetricRegistry, registry_from_mapping
-from ingest.producer import FeedbackflowProducer
-from ingest.settings import Settings
+from ingest.metrics.registry import MetricRegistry, registry_from_mapping
+from ingest.sdk.producer import FeedbackflowProducer
 from ingest.topics import TopicNames, create_topics
 from workers.clock import ShiftedClock
-from workers.worker import Worker
+from workers.host.worker import Worker
+from workers.settings import Settings
 
 TEST_METRICS: dict[str, Any] = {
     "pipeline": {"window": "1s", "retention": "90d", "max_window_events": 5000},

@@ -21,7 +21,7 @@ from tests.integration.harness import (
     running_worker,
     wait_for_count,
 )
-from workers.embedded import TansuBroker
+from workers.devstack.servers import TansuBroker
 
 CAP = 1_000
 BACKLOG = 3_500  # three full windows and half of one

@@ -1,7 +1,7 @@
 """Draining a backlog, feedback does not overtake the predictions sent before it.
 
 A worker that starts behind reads both topics at once; the feedback topic, with fewer and smaller
-messages, drains faster.  Without workers/arrival_order.py most of this backlog's feedback
+messages, drains faster.  Without workers/stream/hold_back.py most of this backlog's feedback
 would be written before its prediction and go through the pending queue; with it, feedback waits
 in the worker until its partition's predictions have been read up to its Kafka timestamp.
 """
@@ -19,7 +19,7 @@ from tests.integration.harness import (
     running_worker,
     wait_for_count,
 )
-from workers.embedded import TansuBroker
+from workers.devstack.servers import TansuBroker
 
 BACKLOG = 6_000
 # ~4 KB predictions: a partition's 2,000 of them take two 4 MB fetches, while the small feedback

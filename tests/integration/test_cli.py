@@ -10,7 +10,7 @@ from pathlib import Path
 
 import asyncpg
 
-from workers.migrate import available_migrations, migrate
+from workers.postgres.migrate import available_migrations, migrate
 
 
 def test_worker_with_a_bad_metric_config_exits_naming_the_metric(tmp_path: Path) -> None:

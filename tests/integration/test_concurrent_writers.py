@@ -2,9 +2,9 @@
 
 This happens when a partition moves to another worker (a rebalance) while its old owner is still
 writing a window: the new owner replays the same records.  The inserts carry no ON CONFLICT
-clause (workers/join_sql.py), so the second writer's insert waits for the first transaction and
-then fails with unique_violation; the worker retries the window, and the retry's look-ups find
-the committed copies.
+clause (workers/postgres/join_sql.py), so the second writer's insert waits for the first
+transaction and then fails with unique_violation; the worker retries the window, and the
+retry's look-ups find the committed copies.
 """
 
 from __future__ import annotations
@@ -17,17 +17,17 @@ from typing import Any
 
 import asyncpg
 
-from bench import data
-from ingest.metric_config import registry_from_mapping
-from ingest.producer import uuid7
+from ingest.metrics.registry import registry_from_mapping
+from ingest.sdk.producer import uuid7
 from ingest.topics import TopicNames
 from tests.integration.harness import wait_until
 from workers.clock import SystemClock
-from workers.decode import Decoder
-from workers.pipeline import WindowedJoin
-from workers.postgres_sink import PostgresSink, QueueStatistics
+from workers.postgres.sink import PostgresSink, QueueStatistics
+from workers.stream.consumer_loop import WindowedJoin
+from workers.stream.decode import Decoder
+from workers.stream.window import WindowBuffer, WindowContents
 from workers.telemetry import WorkerTelemetry
-from workers.window import WindowBuffer, WindowContents
+from workers.testing import traffic as data
 
 TOPICS = TopicNames("concurrent-test")
 REGISTRY = registry_from_mapping({"metrics": {"thumbs": {"type": "boolean"}}})

@@ -22,7 +22,7 @@ from tests.integration.harness import (
     wait_for_count,
     wait_until,
 )
-from workers.embedded import TansuBroker, free_port
+from workers.devstack.servers import TansuBroker, free_port
 
 
 async def test_sigkill_in_the_middle_of_a_window_loses_and_duplicates_nothing(

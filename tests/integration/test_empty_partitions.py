@@ -14,12 +14,12 @@ from datetime import UTC, datetime, timedelta
 
 import asyncpg
 
-from bench import data
-from ingest.producer import uuid7
+from ingest.sdk.producer import uuid7
 from ingest.topics import TopicNames
-from workers.partitions import PartitionCatalog, partition_name
-from workers.postgres_sink import PostgresSink
-from workers.window import WindowBuffer
+from workers.postgres.partitions import PartitionCatalog, partition_name
+from workers.postgres.sink import PostgresSink
+from workers.stream.window import WindowBuffer
+from workers.testing import traffic as data
 
 TOPICS = TopicNames("empty-partitions-test")
 EVENTS = 400

@@ -10,14 +10,14 @@ from typing import Any
 import asyncpg
 from aiokafka import AIOKafkaConsumer
 
-from ingest.producer import build_feedback
+from ingest.sdk.producer import build_feedback
 from tests.integration.harness import (
     count,
     live_pipeline,
     wait_for_count,
     wait_until,
 )
-from workers.embedded import TansuBroker
+from workers.devstack.servers import TansuBroker
 
 
 async def test_feedback_in_the_same_window_as_its_prediction_is_joined(

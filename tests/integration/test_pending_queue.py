@@ -14,10 +14,10 @@ from datetime import UTC, datetime, timedelta
 
 import asyncpg
 
-from bench import data
 from ingest.topics import TopicNames
-from workers.postgres_sink import QUEUE_STATS_MIN_CHANGES, PostgresSink
-from workers.window import WindowBuffer, WindowContents
+from workers.postgres.sink import QUEUE_STATS_MIN_CHANGES, PostgresSink
+from workers.stream.window import WindowBuffer, WindowContents
+from workers.testing import traffic as data
 
 TOPICS = TopicNames("queue-test")
 

@@ -25,7 +25,7 @@ from tests.integration.harness import (
     wait_for_count,
     wait_until,
 )
-from workers.embedded import TansuBroker, free_port, wait_for_port
+from workers.devstack.servers import TansuBroker, free_port, wait_for_port
 
 StartPrometheus = Callable[[int], int]
 

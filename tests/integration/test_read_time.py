@@ -15,13 +15,13 @@ from typing import Any
 
 import asyncpg
 
-from bench import data
-from ingest.metric_config import registry_from_mapping
-from ingest.producer import uuid7
+from ingest.metrics.registry import registry_from_mapping
+from ingest.sdk.producer import uuid7
 from ingest.topics import TopicNames
-from workers.decode import Decoder
-from workers.postgres_sink import PostgresSink
-from workers.window import WindowBuffer
+from workers.postgres.sink import PostgresSink
+from workers.stream.decode import Decoder
+from workers.stream.window import WindowBuffer
+from workers.testing import traffic as data
 
 TOPICS = TopicNames("read-time-test")
 

@@ -9,15 +9,15 @@ from datetime import timedelta
 
 import asyncpg
 
-from ingest.producer import build_prediction, uuid7
+from ingest.sdk.producer import build_prediction, uuid7
 from tests.integration.harness import (
     count,
     live_pipeline,
     wait_for_count,
 )
-from workers.embedded import TansuBroker
-from workers.partitions import existing_partitions
-from workers.retention import apply_retention
+from workers.devstack.servers import TansuBroker
+from workers.postgres.partitions import existing_partitions
+from workers.postgres.retention import apply_retention
 
 DAYS_91 = timedelta(days=91)
 

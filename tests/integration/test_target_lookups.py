@@ -15,13 +15,13 @@ from typing import Any
 
 import asyncpg
 
-from bench import data
-from ingest.metric_config import registry_from_mapping
-from ingest.producer import uuid7
+from ingest.metrics.registry import registry_from_mapping
+from ingest.sdk.producer import uuid7
 from ingest.topics import TopicNames
-from workers import join_sql
-from workers.postgres_sink import PostgresSink
-from workers.window import WindowBuffer, WindowContents
+from workers.postgres import join_sql
+from workers.postgres.sink import PostgresSink
+from workers.stream.window import WindowBuffer, WindowContents
+from workers.testing import traffic as data
 
 TOPICS = TopicNames("lookup-test")
 REGISTRY = registry_from_mapping(

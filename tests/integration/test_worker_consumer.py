@@ -8,8 +8,8 @@ import uuid
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from ingest.topics import TopicNames, create_topics
-from workers.embedded import TansuBroker
-from workers.worker import PREFETCH_BACKOFF_SECONDS, refetch_drained_partitions_sooner
+from workers.devstack.servers import TansuBroker
+from workers.host.worker import PREFETCH_BACKOFF_SECONDS, refetch_drained_partitions_sooner
 
 
 async def test_the_fetcher_refetches_drained_partitions_after_the_worker_backoff(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from workers.catch_up import CatchUp
+from workers.stream.catch_up import CatchUp
 
 CAP = 1_000
 

@@ -9,11 +9,10 @@ from uuid import UUID, uuid4
 
 import pytest
 
-from bench.data import Record
-from ingest.metric_config import MetricRegistry, registry_from_mapping
-from ingest.producer import uuid7
+from ingest.metrics.registry import MetricRegistry, registry_from_mapping
+from ingest.sdk.producer import uuid7
 from ingest.topics import TopicNames
-from workers.decode import (
+from workers.stream.decode import (
     DeadLetter,
     DecodedBatch,
     Decoder,
@@ -22,6 +21,7 @@ from workers.decode import (
     as_time,
     micros,
 )
+from workers.testing.traffic import Record
 
 TOPICS = TopicNames("test")
 NOW = datetime(2025, 11, 24, 16, tzinfo=UTC)

@@ -9,7 +9,7 @@ from uuid import UUID
 import pytest
 from pydantic import ValidationError
 
-from ingest.events import Feedback, Prediction, error_text
+from ingest.wire.events import Feedback, Prediction, error_text
 
 PREDICTION_ID = UUID("0190f3a1-2b3c-7d4e-8f00-112233445566")
 FEEDBACK_ID = UUID("0190f3a1-2b3c-7d4e-8f00-aabbccddeeff")

@@ -8,8 +8,7 @@ from typing import Any
 
 import pytest
 
-from ingest.events import Feedback
-from ingest.metric_config import (
+from ingest.metrics.registry import (
     ConfigError,
     FieldError,
     Metric,
@@ -20,6 +19,7 @@ from ingest.metric_config import (
     parse_duration,
     registry_from_mapping,
 )
+from ingest.wire.events import Feedback
 
 PREDICTION_ID = "0190f3a1-2b3c-7d4e-8f00-112233445566"
 EPISODE_ID = "0190f3a1-2b3c-7d4e-8f00-000000000001"

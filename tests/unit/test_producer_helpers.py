@@ -8,9 +8,9 @@ from datetime import UTC, datetime
 
 import pytest
 
-from ingest.events import Feedback, Prediction
-from ingest.metric_config import FieldError, registry_from_mapping
-from ingest.producer import build_feedback, build_prediction, uuid7
+from ingest.metrics.registry import FieldError, registry_from_mapping
+from ingest.sdk.producer import build_feedback, build_prediction, uuid7
+from ingest.wire.events import Feedback, Prediction
 
 MS = 1_764_000_000_000  # 2025-11-24T16:00:00Z
 

@@ -11,10 +11,10 @@ import jsonschema
 import pytest
 from pydantic import ValidationError
 
-from ingest.json_schema import MODELS, SCHEMA_DIR, rendered_schemas
-from ingest.settings import ENV_VARS, Settings
-from workers.migrate import available_migrations
-from workers.partitions import day_of, partition_name
+from ingest.wire.json_schema import MODELS, SCHEMA_DIR, rendered_schemas
+from workers.postgres.migrate import available_migrations
+from workers.postgres.partitions import day_of, partition_name
+from workers.settings import ENV_VARS, Settings
 
 # --- settings ---------------------------------------------------------------------------------
 

@@ -7,15 +7,15 @@ from datetime import UTC, datetime
 
 import pytest
 
-from ingest.producer import uuid7
-from workers.decode import (
+from ingest.sdk.producer import uuid7
+from workers.stream.decode import (
     DeadLetter,
     DecodedBatch,
     FeedbackRow,
     PredictionRow,
     micros,
 )
-from workers.window import WindowBuffer
+from workers.stream.window import WindowBuffer
 
 NOW = datetime(2025, 11, 24, 16, tzinfo=UTC)
 READ_AT = micros(NOW)

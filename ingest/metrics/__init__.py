@@ -1,0 +1,1 @@
+"""The metric registry: which metrics exist, what their values may be, what they may target."""

@@ -1,0 +1,127 @@
+"""The worker process: a faust-streaming app that hosts the windowed join.
+
+faust does what it is good at here -- the process and its lifecycle (signals, services, clean
+shutdown), the retention timer, and the web server (our FastAPI ``/metrics`` and ``/health`` via
+``faust.contrib.asgi.serve_asgi``).  The hot path is *not* a faust agent: faust acknowledges events
+by itself (when a stream advances, when an agent raises, in ``take()``'s ``finally:``) and hands
+each message to an agent through several tasks and queue hops, measured at ~16k events/s on this
+machine against ~285k/s for ``getmany`` plus pydantic.  So the app runs ``producer_only`` (no faust
+consumer group), and a ``WindowedJoinService`` runs our own consumer loop, which commits offsets
+only after Postgres has committed the window (docs/architecture.md, docs/performance.md).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gc
+import logging
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import faust
+from faust.contrib.asgi import serve_asgi
+from mode import Service
+
+from ingest.metrics.registry import MetricRegistry
+from workers.clock import Clock, SystemClock
+from workers.host.http import worker_api
+from workers.host.worker import Worker
+from workers.settings import Settings
+
+log = logging.getLogger("feedbackflow.worker")
+
+RETENTION_EVERY_SECONDS = 3600.0
+
+
+def _broker_urls(bootstrap: str) -> str:
+    return ";".join(f"kafka://{server.strip()}" for server in bootstrap.split(",") if server)
+
+
+def build_app(worker: Worker) -> faust.App:
+    settings = worker.settings
+    app_id = f"feedbackflow-{settings.consumer_group}"
+    datadir = (
+        Path(tempfile.gettempdir()) / "feedbackflow-faust"
+    )  # faust wants one; we keep no state
+    datadir.mkdir(parents=True, exist_ok=True)
+    app = faust.App(
+        app_id,
+        broker=_broker_urls(settings.kafka_bootstrap),
+        store="memory://",
+        autodiscover=False,
+        datadir=str(datadir / app_id),
+        web_port=settings.http_port,
+        web_bind="0.0.0.0",  # noqa: S104 - scraped by Prometheus from outside
+    )
+    # No faust consumer group (an attribute, not a setting): WindowedJoinService consumes.
+    app.producer_only = True
+    serve_asgi(app, worker_api(worker), log_level="warning")
+
+    class WindowedJoinService(Service):
+        """Runs the consume → window → Postgres → commit loop; on stop, flushes and commits."""
+
+        _task: asyncio.Task[None] | None = None
+        _crashing: asyncio.Future[None] | None = None
+
+        async def on_start(self) -> None:
+            self._task = asyncio.create_task(worker.run(), name="windowed-join")
+            self._task.add_done_callback(self._on_done)
+
+        def _on_done(self, task: asyncio.Task[None]) -> None:
+            exc = None if task.cancelled() else task.exception()
+            if exc is None and not worker.stopping.is_set():
+                exc = RuntimeError("windowed join stopped without being asked to")
+            if exc is not None:
+                log.error("windowed join failed: %r", exc)
+                self._crashing = asyncio.ensure_future(self.crash(exc))  # exits non-zero
+
+        async def on_stop(self) -> None:
+            worker.stopping.set()
+            if self._task is not None:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await self._task
+
+    app.service(WindowedJoinService)
+
+    app.timer(interval=RETENTION_EVERY_SECONDS, on_leader=False)(worker.apply_retention)
+    return app
+
+
+# Live objects a window's event keeps (its row, ids): the young generation's threshold leaves
+# room for the windows in memory (one filling, two being written) several times over.
+GC_OBJECTS_PER_WINDOW_EVENT = 20
+GC_MIN_YOUNG_THRESHOLD = 50_000
+
+
+def tune_gc_for_windows(max_window_events: int) -> None:
+    """Collect cyclic garbage only when it could be there: CPython counts a young collection's
+    threshold in *net* new tracked objects (allocations minus deallocations), and what a window
+    keeps -- rows of tuples and UUIDs, none in a cycle -- is freed by reference counting once it
+    is written.  With CPython's default (700) the collector re-scanned each window as it grew,
+    ~2 of the ~10 us an event cost; with 50,000 it still ran every ~17k events for 6-7 ms (0.3 us
+    an event, docs/performance.md).  A threshold above what three windows hold lets window churn
+    never trigger it, while real cyclic garbage, which reference counting never frees, still
+    does.  ``gc.freeze`` moves everything alive at start-up (faust, pydantic's schemas) out of
+    the collector's way for good."""
+    gc.freeze()
+    young = max(GC_MIN_YOUNG_THRESHOLD, GC_OBJECTS_PER_WINDOW_EVENT * max_window_events)
+    gc.set_threshold(young, 20, 100)
+
+
+def run_worker_process(
+    settings: Settings, registry: MetricRegistry, clock: Clock | None = None, **worker_options: Any
+) -> None:
+    """Block running the faust worker until SIGTERM/SIGINT; exits non-zero if the join fails."""
+    asyncio.set_event_loop(asyncio.new_event_loop())  # faust's worker runs the loop it finds
+    worker = Worker(settings, registry, clock=clock or SystemClock())
+    app = build_app(worker)
+    tune_gc_for_windows(registry.pipeline.max_window_events)
+    log.info(
+        "worker consuming %s from %s; /metrics and /health on port %d",
+        ", ".join(worker.topics.inputs),
+        settings.kafka_bootstrap,
+        settings.http_port,
+    )
+    faust.Worker(app, loglevel="INFO", **worker_options).execute_from_commandline()

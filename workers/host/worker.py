@@ -1,0 +1,184 @@
+"""Assembles one worker: Kafka consumer, decoder, window, Postgres sink, dead-letter topic,
+retention, health.  ``Worker`` owns their lifecycles; the process host (``workers.host.app``, a
+faust app) starts and stops it, runs ``apply_retention`` on a timer and serves ``/metrics``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+
+import asyncpg
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+from ingest.metrics.registry import MetricRegistry
+from ingest.topics import TopicNames, create_topics
+from workers.clock import Clock, SystemClock
+from workers.postgres.migrate import migrate
+from workers.postgres.partitions import PartitionCatalog
+from workers.postgres.retention import apply_retention
+from workers.postgres.sink import PostgresSink, QueueStatistics
+from workers.settings import Settings
+from workers.stream.consumer_loop import WindowedJoin
+from workers.stream.decode import Decoder
+from workers.stream.window import WindowBuffer, WindowContents
+from workers.telemetry import WorkerTelemetry
+
+log = logging.getLogger("feedbackflow.worker")
+
+# How long the broker may hold a fetch that finds nothing new.  aiokafka keeps one fetch in flight
+# per broker, so a fetch of partitions read to their end blocked the refetch of every other
+# partition for as long as the broker held it: with Kafka's 500 ms, draining a backlog stalled
+# for ~0.47 s whenever some partitions were read out before others (docs/performance.md).  An
+# idle worker now asks ten times a second instead of twice: nothing for a broker.
+FETCH_MAX_WAIT_MS = 100
+# How long records a partition fetched may sit unread before aiokafka fetches for the others.
+PREFETCH_BACKOFF_SECONDS = 0.01
+
+
+def refetch_drained_partitions_sooner(consumer: AIOKafkaConsumer) -> None:
+    """Let the fetcher refill drained partitions while another still holds unread records.
+
+    aiokafka sends no fetch to a broker while any of its partitions holds records younger than
+    a fixed 100 ms (``Fetcher._prefetch_backoff``; the consumer has no setting for it).  While a
+    backlog drains, feedback partitions hold records on purpose (workers/stream/hold_back.py), so
+    every hold stalled the predictions they wait for by 100 ms: 0.3-0.45 s of a 2.3 s drain
+    (docs/performance.md).  A private attribute of a pinned dependency: the test
+    tests/integration/test_worker_consumer.py fails if an upgrade renames it."""
+    fetcher = consumer._fetcher  # noqa: SLF001
+    if not hasattr(fetcher, "_prefetch_backoff"):
+        raise RuntimeError("aiokafka's Fetcher has no _prefetch_backoff: re-check this tuning")
+    fetcher._prefetch_backoff = PREFETCH_BACKOFF_SECONDS  # noqa: SLF001
+
+
+@dataclass
+class Worker:
+    settings: Settings
+    registry: MetricRegistry
+    clock: Clock = field(default_factory=SystemClock)
+    telemetry: WorkerTelemetry = field(default_factory=WorkerTelemetry)
+    stopping: asyncio.Event = field(default_factory=asyncio.Event)
+    pipeline: WindowedJoin | None = None
+    _dead_letter_producer: AIOKafkaProducer | None = None
+    # Shared by the worker's sinks, one per window in flight: both describe the database.
+    _partitions: PartitionCatalog = field(default_factory=PartitionCatalog)
+    _queue: QueueStatistics = field(default_factory=QueueStatistics)
+
+    @property
+    def topics(self) -> TopicNames:
+        return TopicNames(self.settings.topic_prefix)
+
+    async def _connect_sink(self) -> PostgresSink:
+        conn = await asyncpg.connect(self.settings.database_url)
+        return PostgresSink(
+            conn, self.registry.pipeline.retention, partitions=self._partitions, queue=self._queue
+        )
+
+    async def _publish_dead_letters(self, contents: WindowContents) -> None:
+        """Mirror dead letters to the dead-letter topic (after the Postgres commit: the table is
+        the record; the topic is for alerting and replay tools, at least once)."""
+        producer = self._dead_letter_producer
+        if producer is None:
+            return
+        futures = [
+            await producer.send(
+                self.topics.dead_letter,
+                value=d.payload,
+                key=d.message_key,
+                headers=[
+                    ("feedbackflow-error-field", d.error_field.encode()),
+                    ("feedbackflow-reason", d.reason.encode()[:4096]),
+                    (
+                        "feedbackflow-source",
+                        f"{d.topic}/{d.kafka_partition}/{d.kafka_offset}".encode(),
+                    ),
+                ],
+            )
+            for d in contents.dead_letters
+        ]
+        await asyncio.gather(*futures)
+
+    def healthy(self) -> tuple[bool, str]:
+        """Healthy while the consume loop turns; a loop stuck for a minute is not."""
+        if self.pipeline is None:
+            return False, "starting"
+        stalled = time.monotonic() - self.pipeline.last_progress
+        if stalled > 60:
+            return False, f"consume loop has not turned for {stalled:.0f}s"
+        return True, "ok"
+
+    async def run(self) -> None:
+        settings, pipeline_config = self.settings, self.registry.pipeline
+        conn = await asyncpg.connect(settings.database_url)
+        try:
+            await migrate(conn)
+        finally:
+            await conn.close()
+        await create_topics(settings.kafka_bootstrap, self.topics)
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=settings.kafka_bootstrap,
+            group_id=settings.consumer_group,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            max_partition_fetch_bytes=4 * 1024 * 1024,
+            fetch_max_bytes=32 * 1024 * 1024,
+            fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
+            # The loop may spend a whole window write between fetches.
+            max_poll_interval_ms=600_000,
+            session_timeout_ms=settings.kafka_session_timeout_ms,
+            heartbeat_interval_ms=max(settings.kafka_session_timeout_ms // 6, 500),
+        )
+        producer = AIOKafkaProducer(
+            bootstrap_servers=settings.kafka_bootstrap,
+            enable_idempotence=settings.kafka_idempotence,
+            acks="all",
+            linger_ms=5,
+        )
+        window = WindowBuffer(
+            length_seconds=pipeline_config.window.total_seconds(),
+            max_events=pipeline_config.max_window_events,
+            monotonic=time.monotonic,
+        )
+        self.pipeline = WindowedJoin(
+            consumer=consumer,
+            topics=self.topics.inputs,
+            sink_connect=self._connect_sink,
+            decoder=Decoder(self.registry, self.topics),
+            window=window,
+            clock=self.clock,
+            telemetry=self.telemetry,
+            publish_dead_letters=self._publish_dead_letters,
+            max_windows_in_flight=pipeline_config.windows_in_flight,
+        )
+        await producer.start()
+        self._dead_letter_producer = producer
+        self.pipeline.subscribe()
+        await consumer.start()
+        refetch_drained_partitions_sooner(consumer)
+        try:
+            await self.pipeline.run(self.stopping)
+        finally:
+            await consumer.stop()
+            await producer.stop()
+            for sink in self.pipeline.idle_sinks:
+                await sink.conn.close()
+
+    async def apply_retention(self) -> None:
+        """Expire pending feedback past retention and drop old day partitions (hourly timer)."""
+        try:
+            conn = await asyncpg.connect(self.settings.database_url)
+            try:
+                result = await apply_retention(
+                    conn, self.registry.pipeline.retention, self.clock.now()
+                )
+            finally:
+                await conn.close()
+        except (OSError, asyncpg.PostgresError) as exc:
+            log.warning("retention run failed, will retry: %r", exc)
+            return
+        for name in result.dropped:
+            self.telemetry.partitions_dropped.labels(name.rsplit("_p", 1)[0]).inc()
+        if result.dropped:
+            log.info("retention dropped %s", ", ".join(result.dropped))

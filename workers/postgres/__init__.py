@@ -1,0 +1,1 @@
+"""PostgreSQL: the window sink, its SQL, day partitions, retention, migrations."""

@@ -1,0 +1,38 @@
+"""Retention: drop whole day partitions once every event in them is past the retention.
+
+Never a bulk DELETE: dropping a partition is a catalogue change, instant whatever its size, and
+leaves no dead tuples for vacuum.  Pending feedback is expired first, so a feedback that waited
+the whole retention is recorded as expired (and counted) before its day is dropped.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import asyncpg
+
+from workers.postgres import join_sql
+from workers.postgres.partitions import PARTITIONED_TABLES, existing_partitions
+
+
+@dataclass(frozen=True)
+class RetentionResult:
+    expired: int
+    dropped: list[str]
+
+
+async def apply_retention(
+    conn: asyncpg.Connection, retention: timedelta, now: datetime
+) -> RetentionResult:
+    horizon = now - retention
+    status = await conn.execute(join_sql.EXPIRE_UNMATCHED, horizon, now)
+    expired = int(status.rsplit(" ", 1)[-1])
+    dropped: list[str] = []
+    for table in PARTITIONED_TABLES:
+        for name, day in await existing_partitions(conn, table):
+            day_end = datetime(day.year, day.month, day.day, tzinfo=UTC) + timedelta(days=1)
+            if day_end <= horizon:
+                await conn.execute(f"DROP TABLE IF EXISTS feedbackflow.{name}")
+                dropped.append(name)
+    return RetentionResult(expired, dropped)

@@ -1,0 +1,1 @@
+"""The hot path: a chain of steps with one contract (``workers.stream.step``)."""
