@@ -1,4 +1,4 @@
-"""Cost that does not grow with history: the time ``PostgresSink.write`` takes to close one
+"""Cost that does not grow with history: the time ``SinkConnection.write`` takes to close one
 50k-event window with 100 thousand predictions stored, then with 10 million.
 
 The history is generated server-side (``INSERT ... SELECT generate_series``), in time order with
@@ -27,7 +27,7 @@ from bench.ceilings import ensure_days, recent_days
 from ingest.sdk.producer import uuid7
 from ingest.topics import TopicNames
 from workers.postgres import join_sql
-from workers.postgres.sink import PostgresSink
+from workers.postgres.sink import SinkConnection
 from workers.stream.decode import DecodedBatch
 from workers.stream.window import WindowBuffer
 from workers.testing import traffic as data
@@ -127,7 +127,7 @@ def _window(rng: random.Random, stored_targets: list[str]) -> DecodedBatch:
 
 class TimedConnection:
     """Delegates to an asyncpg connection and adds up seconds per SQL statement, so that the
-    report can say which step of ``PostgresSink.write`` the time goes to (no worker change)."""
+    report can say which step of ``SinkConnection.write`` the time goes to (no worker change)."""
 
     def __init__(self, conn: asyncpg.Connection) -> None:
         self._conn = conn
@@ -181,13 +181,13 @@ class HistoryPoint:
 
 
 async def time_window_writes(url: str, stored: int, runs: int, seed: int) -> HistoryPoint:
-    """One untimed warm-up write, then ``runs`` timed ``PostgresSink.write`` of fresh windows."""
+    """One untimed warm-up write, then ``runs`` timed ``SinkConnection.write`` of fresh windows."""
     rng = random.Random(seed)
     conn = await asyncpg.connect(url)
     try:
         await ensure_days(conn, ("predictions", "feedback"), recent_days(back=HISTORY_DAYS + 1))
         timed = TimedConnection(conn)
-        sink = PostgresSink(timed, retention=timedelta(days=90))
+        sink = SinkConnection(timed, retention=timedelta(days=90))
         targets = await _stored_targets(conn, WINDOW_EVENTS, stored)
         times = []
         per_statement: dict[str, float] = {}

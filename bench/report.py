@@ -145,7 +145,7 @@ def history_table(h: dict[str, Any]) -> str:
     if names:
         lines += [
             "",
-            "Mean seconds per statement of `PostgresSink.write` (timed through a delegating "
+            "Mean seconds per statement of `SinkConnection.write` (timed through a delegating "
             "connection):",
             "",
             "| statement | "
@@ -191,7 +191,7 @@ def write_doc() -> Path:
         ".venv/bin/python -m bench.run history --quick         # 100k then 1M (smoke test)",
         "```",
         "",
-        "Time for `PostgresSink.write` to close one 50k-event window (35k predictions, 15k "
+        "Time for `SinkConnection.write` to close one 50k-event window (35k predictions, 15k "
         "feedback: 20% early, 40% for this window's predictions, 40% for stored predictions "
         "picked at random across 80 days of history).",
         "",

@@ -1,5 +1,5 @@
 """Where a window write's time goes: the bench's events, in the order they were produced, cut
-into 50k-event windows and written one after another by ``PostgresSink`` on a fresh database,
+into 50k-event windows and written one after another by ``SinkConnection`` on a fresh database,
 each statement timed (``bench.history.TimedConnection``).
 
 No broker and no overlap: this isolates the SQL from the worker's loop, for comparing two
@@ -17,7 +17,7 @@ import asyncpg
 
 from bench.history import TimedConnection
 from ingest.topics import TopicNames
-from workers.postgres.sink import PostgresSink
+from workers.postgres.sink import SinkConnection
 from workers.stream.window import WindowBuffer
 from workers.testing import traffic as data
 
@@ -41,7 +41,7 @@ async def time_statements(
     conn = await asyncpg.connect(database_url)
     try:
         timed = TimedConnection(conn)
-        sink = PostgresSink(timed, retention=timedelta(days=90))
+        sink = SinkConnection(timed, retention=timedelta(days=90))
         total = 0.0
         for start in range(0, events.events, window_events):
             chunk = events.messages[start : start + window_events]

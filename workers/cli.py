@@ -28,7 +28,7 @@ def _settings_from(args: argparse.Namespace, **overrides: object) -> Settings:
     flags = {
         "kafka_bootstrap": args.kafka_bootstrap,
         "database_url": args.database_url,
-        "config_path": args.config,
+        "config": args.config,
         "topic_prefix": args.topic_prefix,
         "consumer_group": getattr(args, "group", None),
         "http_port": getattr(args, "http_port", None),
@@ -51,7 +51,7 @@ async def _migrate(settings: Settings) -> int:
 async def _retention(settings: Settings, registry: MetricRegistry) -> int:
     conn = await asyncpg.connect(settings.database_url)
     try:
-        result = await apply_retention(conn, registry.pipeline.retention, SystemClock().now())
+        result = await apply_retention(conn, settings.pipeline.retention, SystemClock().now())
     finally:
         await conn.close()
     print(
@@ -127,7 +127,7 @@ def _dispatch(args: argparse.Namespace) -> int:
     settings = _settings_from(args)
     if args.command == "migrate":
         return asyncio.run(_migrate(settings))
-    registry = load_registry(settings.config_path)
+    registry = load_registry(settings.config)
     if args.command == "retention":
         return asyncio.run(_retention(settings, registry))
     return _worker(settings, registry)

@@ -1,36 +1,96 @@
-"""Settings: one typed, frozen object for connections and names.
+"""Settings: one typed, frozen object for every process (pydantic-settings).
 
-Precedence: CLI flag, then environment variable, then default.  The metric config file
-(``feedbackflow.toml``) says *what* is measured; these say *where* things run.
+Precedence, highest first: a CLI flag, a ``FEEDBACKFLOW_*`` environment variable (nested with
+``__``: ``FEEDBACKFLOW_PIPELINE__WINDOW=1s``), the ``[pipeline]`` table of the config file
+(``feedbackflow.toml``, which also declares the metrics: ``ingest.metrics``), then the defaults
+here.  The metric config says *what* is measured; these say *where* things run and *how*.
 """
 
 from __future__ import annotations
 
-import os
-from collections.abc import Mapping
+import re
+import tomllib
+from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-ENV_VARS = {
-    "kafka_bootstrap": "FEEDBACKFLOW_KAFKA_BOOTSTRAP",
-    "database_url": "FEEDBACKFLOW_DATABASE_URL",
-    "config_path": "FEEDBACKFLOW_CONFIG",
-    "topic_prefix": "FEEDBACKFLOW_TOPIC_PREFIX",
-    "consumer_group": "FEEDBACKFLOW_CONSUMER_GROUP",
-    "http_port": "FEEDBACKFLOW_HTTP_PORT",
-    "kafka_idempotence": "FEEDBACKFLOW_KAFKA_IDEMPOTENCE",
-    "kafka_session_timeout_ms": "FEEDBACKFLOW_KAFKA_SESSION_TIMEOUT_MS",
-}
+ENV_PREFIX = "FEEDBACKFLOW_"
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*$")
+_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
-class Settings(BaseModel):
+def parse_duration(value: object) -> timedelta:
+    """``"5m"``, ``"1s"``, ``"90d"``, ``"250ms"`` (or a timedelta); positive."""
+    if isinstance(value, timedelta):
+        seconds = value.total_seconds()
+    else:
+        match = _DURATION.match(value) if isinstance(value, str) else None
+        if match is None:
+            raise ValueError(f"{value!r} is not a duration like '5m', '1s', '90d' or '250ms'")
+        seconds = float(match.group(1)) * _UNITS[match.group(2)]
+    if seconds <= 0:
+        raise ValueError(f"a duration must be positive, got {value!r}")
+    return timedelta(seconds=seconds)
+
+
+Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
+
+
+class PipelineSettings(BaseModel):
+    """How the worker windows and writes (``[pipeline]``), and the tunables of its hot path.
+
+    The tunables' defaults were measured (docs/performance.md); they are settings so that an
+    operator can change one without a release, not because they need changing."""
+
     model_config = ConfigDict(frozen=True, extra="forbid")
 
+    window: Duration = timedelta(minutes=5)
+    retention: Duration = timedelta(days=90)
+    # A window also closes when it holds this many events: memory is bounded by it.
+    max_window_events: int = Field(default=50_000, gt=0)
+    # Windows written at once, each on its own Postgres connection.  Memory holds the filling
+    # window plus these; two let Postgres use two cores while the worker decodes.  Not three:
+    # the window buffer drops ids of the one window before it, the only one that may be
+    # uncommitted while the next is written.
+    windows_in_flight: Literal[1, 2] = 2
+    # Records asked for in one fetch.
+    fetch_max_records: int = Field(default=10_000, gt=0)
+    # Records decoded between two turns of the event loop (workers.stream.decoding).
+    decode_slice_records: int = Field(default=1_000, gt=0)
+    # The longest feedback waits for its predictions partition (workers.stream.hold_back) is a
+    # window, but never less than this: the wait's clock also runs while the loop is held up by
+    # writes in flight, and with 1 s windows feedback gave up waiting too soon (measured).
+    hold_back_min_seconds: float = Field(default=30.0, ge=0)
+    # Attempts at a window write while the database is unavailable, with back-off.
+    write_attempts: int = Field(default=8, gt=0)
+    # How long a partition revocation may spend writing what was read before the partitions
+    # move; past it the windows are abandoned uncommitted (the new owner's replay is a no-op).
+    revoke_flush_seconds: float = Field(default=20.0, gt=0)
+    # How often the worker expires pending feedback and drops day partitions past retention.
+    retention_every_seconds: float = Field(default=3600.0, gt=0)
+
+    @property
+    def hold_back_seconds(self) -> float:
+        return max(self.window.total_seconds(), self.hold_back_min_seconds)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter="__",
+        env_ignore_empty=True,
+        frozen=True,
+        extra="forbid",
+    )
+
     kafka_bootstrap: str = Field(default="127.0.0.1:9092", min_length=1)
-    database_url: str = Field(default="postgresql://postgres@127.0.0.1:5432/postgres")
-    config_path: Path = Path("feedbackflow.toml")
+    database_url: str = "postgresql://postgres@127.0.0.1:5432/postgres"
+    # The config file: [metrics.*] for ingest.metrics, [pipeline] for ``pipeline`` below.
+    config: Path = Path("feedbackflow.toml")
     topic_prefix: str = Field(default="feedbackflow", pattern=r"^[A-Za-z0-9._-]+$")
     consumer_group: str = "feedbackflow-worker"
     http_port: int = Field(default=8000, ge=0, le=65535)
@@ -40,11 +100,48 @@ class Settings(BaseModel):
     # How long the group waits for a silent worker before moving its partitions.  Lower means a
     # crashed worker's partitions move sooner (tansu also answers a join after half of it).
     kafka_session_timeout_ms: int = Field(default=10_000, ge=1_000, le=300_000)
+    pipeline: PipelineSettings = PipelineSettings()
 
     @classmethod
-    def load(cls, env: Mapping[str, str] | None = None, **flags: Any) -> Settings:
-        """Environment over defaults, flags (those not None) over both."""
-        env = os.environ if env is None else env
-        values: dict[str, Any] = {name: env[var] for name, var in ENV_VARS.items() if env.get(var)}
-        values.update({k: v for k, v in flags.items() if v is not None})
-        return cls.model_validate(values)
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        pipeline_table = _PipelineTable(settings_cls, init_settings, env_settings)
+        return init_settings, env_settings, pipeline_table
+
+    @classmethod
+    def load(cls, **flags: Any) -> Settings:
+        """Flags (those not None) over the environment over the config file's ``[pipeline]``
+        over defaults."""
+        return cls(**{name: value for name, value in flags.items() if value is not None})
+
+
+class _PipelineTable(PydanticBaseSettingsSource):
+    """The ``[pipeline]`` table of the config file that the flags or environment name."""
+
+    def __init__(
+        self,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+    ) -> None:
+        super().__init__(settings_cls)
+        self.init_settings, self.env_settings = init_settings, env_settings
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False  # pragma: no cover - __call__ reads the whole table
+
+    def __call__(self) -> dict[str, Any]:
+        path = self.init_settings().get("config") or self.env_settings().get("config")
+        path = Path(path) if path else Path("feedbackflow.toml")
+        try:
+            document = tomllib.loads(path.read_text(encoding="utf-8"))
+        except (OSError, tomllib.TOMLDecodeError):
+            return {}  # a missing or broken file is the metric registry's to report
+        table = document.get("pipeline")
+        return {"pipeline": table} if isinstance(table, dict) else {}

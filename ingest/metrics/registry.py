@@ -2,7 +2,8 @@
 
 Like TensorZero's ``[metrics.*]``: a feedback names a metric, and the metric decides what its value
 may be and what it may target.  The config is checked whole at start-up so that a typo fails the
-process with the metric's name and the problem, instead of dead-lettering every event later.
+process with the metric's name and the problem, instead of dead-lettering every event later; every
+problem is reported at once, so that a config with several is not fixed one restart at a time.
 """
 
 from __future__ import annotations
@@ -10,14 +11,14 @@ from __future__ import annotations
 import math
 import re
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import timedelta
 from pathlib import Path
-from typing import Any, Literal, NamedTuple
+from typing import Any, Literal, NamedTuple, cast
 
 import jsonschema
 from jsonschema.protocols import Validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from ingest.wire.events import Feedback, TargetKind
 
@@ -45,7 +46,25 @@ LEVEL_TARGETS: dict[Level, frozenset[TargetKind]] = {
 
 
 class ConfigError(ValueError):
-    """The config file is unusable; the message names the section and the problem."""
+    """The config file is unusable; the message names every problem, one a line, with its place.
+
+    All of them at once, so that fixing a config is not one start-up per mistake.  ``errors``
+    holds them as (location, reason) pairs for a caller that shows them its own way; ``path`` is
+    the file, when there is one, and starts every line of the message."""
+
+    def __init__(self, errors: Sequence[tuple[str, str]], path: Path | None = None) -> None:
+        self.errors = list(errors)
+        self.path = path
+        super().__init__(
+            "\n".join(
+                ": ".join(part for part in (str(path) if path else "", location, reason) if part)
+                for location, reason in self.errors
+            )
+        )
+
+    def __reduce__(self) -> tuple[type[ConfigError], tuple[list[tuple[str, str]], Path | None]]:
+        # The default rebuilds an exception from its message, which is not what this one takes.
+        return type(self), (self.errors, self.path)
 
 
 class TypedValue(NamedTuple):
@@ -75,6 +94,8 @@ class Metric:
     maximum: float | None = None
     categories: tuple[str, ...] = ()
     json_schema: Mapping[str, Any] | None = None
+    # What the metric measures, for the people who read its feedback.
+    description: str | None = None
     _validator: Validator | None = field(default=None, compare=False, repr=False)
 
     def typed_value(self, value: Any) -> TypedValue:
@@ -124,21 +145,10 @@ class Metric:
 
 
 @dataclass(frozen=True)
-class PipelineConfig:
-    window: timedelta = timedelta(minutes=5)
-    retention: timedelta = timedelta(days=90)
-    max_window_events: int = 50_000
-    # Windows written at once (1 or 2), each on its own Postgres connection.  Memory holds the
-    # filling window plus these; two let Postgres use two cores while the worker decodes.
-    windows_in_flight: int = 2
-
-
-@dataclass(frozen=True)
 class MetricRegistry:
     """Every metric a feedback may name, built-ins included."""
 
     metrics: Mapping[str, Metric]
-    pipeline: PipelineConfig = PipelineConfig()
 
     def check(self, feedback: Feedback) -> tuple[Metric, TypedValue]:
         """The metric and typed value of a wire-valid feedback, or ValueError naming the field."""
@@ -174,143 +184,203 @@ def _kind(value: Any) -> str:
     return "null" if value is None else type(value).__name__.replace("dict", "object")
 
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*$")
-_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
+class MetricTable(BaseModel):
+    """One ``[metrics.<name>]`` table as written, checked field by field.
+
+    Every field has a plain validator with the config's own wording, so that each mistake is
+    reported at its key and a mistake in one key does not hide those in the others.  Rules that
+    relate two keys live in the validator of the later key, not in a model validator (which
+    would not run once any key is wrong); the earlier key is in ``info.data`` only if it was
+    valid, so a rule is not judged against a value already reported as wrong.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    # Declared first: the rules of the other keys depend on it.  An absent type is reported like
+    # a wrong one, hence a default that the validator refuses.
+    type: MetricType = Field(default=None, validate_default=True)
+    level: Level = "prediction"
+    optimize: Literal["max", "min"] = "max"
+    minimum: int | float | None = Field(default=None, alias="min")
+    maximum: int | float | None = Field(default=None, alias="max")
+    # Validated when absent too: a categorical metric must have them.
+    categories: tuple[str, ...] | None = Field(default=None, validate_default=True)
+    json_schema: Mapping[str, Any] | None = Field(default=None, alias="schema")
+    description: str | None = None
+
+    @field_validator("type", mode="plain")
+    @classmethod
+    def _type(cls, value: Any) -> MetricType:
+        if value not in METRIC_TYPES:
+            raise ValueError(f"must be one of {list(METRIC_TYPES)}, got {value!r}")
+        return cast(MetricType, value)
+
+    @field_validator("level", mode="plain")
+    @classmethod
+    def _level(cls, value: Any) -> Level:
+        level = _LEVEL_ALIASES.get(value) if isinstance(value, str) else None
+        if level is None:
+            raise ValueError(f"must be prediction (alias inference) or episode, got {value!r}")
+        return level
+
+    @field_validator("optimize", mode="plain")
+    @classmethod
+    def _optimize(cls, value: Any) -> Literal["max", "min"]:
+        if value not in ("max", "min"):
+            raise ValueError(f"must be 'max' or 'min', got {value!r}")
+        return cast(Literal["max", "min"], value)
+
+    @field_validator("minimum", "maximum", mode="plain")
+    @classmethod
+    def _bound(cls, value: Any, info: ValidationInfo) -> int | float | None:
+        if value is None:
+            return None
+        if info.data.get("type") not in (None, "float"):
+            raise ValueError("only a float metric takes numeric bounds")
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ValueError(f"a bound must be a number, got {_kind(value)}")
+        minimum = info.data.get("minimum")
+        if info.field_name == "maximum" and minimum is not None and minimum > value:
+            raise ValueError(f"min {minimum} is greater than max {value}")
+        return value
+
+    @field_validator("categories", mode="plain")
+    @classmethod
+    def _categories(cls, value: Any, info: ValidationInfo) -> tuple[str, ...] | None:
+        mtype = info.data.get("type")
+        if value is None and mtype != "categorical":
+            return None
+        if value is not None and mtype not in (None, "categorical"):
+            raise ValueError("only a categorical metric takes categories")
+        if (
+            not isinstance(value, list)
+            or not value
+            or not all(isinstance(category, str) for category in value)
+        ):
+            raise ValueError(
+                f"a categorical metric needs a list of strings, at least one, got {value!r}"
+            )
+        if len(set(value)) != len(value):
+            raise ValueError(f"duplicates in {value}")
+        return tuple(value)
+
+    @field_validator("json_schema", mode="plain")
+    @classmethod
+    def _schema(cls, value: Any, info: ValidationInfo) -> Mapping[str, Any] | None:
+        if value is None:
+            return None
+        if info.data.get("type") not in (None, "json"):
+            raise ValueError("only a json metric takes a schema")
+        if not isinstance(value, Mapping):
+            raise ValueError(f"must be a JSON Schema object, got {_kind(value)}")
+        try:
+            jsonschema.validators.validator_for(value).check_schema(dict(value))
+        except jsonschema.SchemaError as exc:
+            raise ValueError(f"not a valid JSON Schema: {exc.message}") from None
+        return value
+
+    @field_validator("description", mode="plain")
+    @classmethod
+    def _description(cls, value: Any) -> str | None:
+        if value is not None and not isinstance(value, str):
+            raise ValueError(f"must be a string, got {_kind(value)}")
+        return value
+
+    def metric(self, name: str) -> Metric:
+        """The metric this table declares; its JSON Schema validator is built once, here."""
+        validator: Validator | None = None
+        if self.json_schema is not None:
+            schema = dict(self.json_schema)
+            validator = jsonschema.validators.validator_for(schema)(schema)
+        return Metric(
+            name=name,
+            type=self.type,
+            level=self.level,
+            optimize=self.optimize,
+            minimum=None if self.minimum is None else float(self.minimum),
+            maximum=None if self.maximum is None else float(self.maximum),
+            categories=self.categories or (),
+            json_schema=self.json_schema,
+            description=self.description,
+            _validator=validator,
+        )
 
 
-def parse_duration(text: str, *, where: str) -> timedelta:
-    """``"5m"``, ``"1s"``, ``"90d"``, ``"250ms"``; ``where`` names the setting in errors."""
-    match = _DURATION.match(text) if isinstance(text, str) else None
-    if match is None:
-        raise ConfigError(f"{where}: {text!r} is not a duration like '5m', '1s', '90d' or '250ms'")
-    seconds = float(match.group(1)) * _UNITS[match.group(2)]
-    if seconds <= 0:
-        raise ConfigError(f"{where}: duration must be positive, got {text!r}")
-    return timedelta(seconds=seconds)
+# The keys as written in the file, for the message that names an unknown one.
+_TABLE_KEYS = sorted(info.alias or name for name, info in MetricTable.model_fields.items())
+_METRIC_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,127}")
+_METRIC_NAME_RULE = "a metric name is a letter or _, then letters, digits, _ . -; at most 128"
 
 
-def _metric_from_table(name: str, table: Mapping[str, Any]) -> Metric:
+def _metric_from_table(name: str, table: Any, errors: list[tuple[str, str]]) -> Metric | None:
+    """The metric of one table, or None with its problems added to ``errors``."""
     where = f"[metrics.{name}]"
     if not isinstance(table, Mapping):
-        raise ConfigError(f"{where}: must be a table")
-    known = {"type", "level", "optimize", "min", "max", "categories", "schema", "description"}
-    unknown = sorted(set(table) - known)
+        errors.append((where, "must be a table"))
+        return None
+    try:
+        return MetricTable.model_validate(dict(table)).metric(name)
+    except ValidationError as exc:
+        errors.extend(_located(where, exc))
+        return None
+
+
+def _located(where: str, exc: ValidationError) -> list[tuple[str, str]]:
+    """Pydantic's errors of one table, in the config's terms: ``[metrics.x] key`` and a reason."""
+    found: list[tuple[str, str]] = []
+    unknown: list[str] = []
+    for error in exc.errors(include_url=False):
+        key = ".".join(str(part) for part in error["loc"])
+        if error["type"] == "extra_forbidden":
+            unknown.append(key)
+        elif error["type"] == "value_error":
+            found.append((f"{where} {key}", str(error["ctx"]["error"])))
+        else:  # pragma: no cover - every field has a plain validator raising ValueError
+            found.append((f"{where} {key}", error["msg"]))
     if unknown:
-        raise ConfigError(f"{where}: unknown key(s) {unknown}; allowed: {sorted(known)}")
-    mtype = table.get("type")
-    if mtype not in METRIC_TYPES:
-        raise ConfigError(f"{where} type: must be one of {list(METRIC_TYPES)}, got {mtype!r}")
-    level = _LEVEL_ALIASES.get(str(table.get("level", "prediction")))
-    if level is None:
-        raise ConfigError(
-            f"{where} level: must be prediction (alias inference) or episode, "
-            f"got {table.get('level')!r}"
-        )
-    optimize = table.get("optimize", "max")
-    if optimize not in ("max", "min"):
-        raise ConfigError(f"{where} optimize: must be 'max' or 'min', got {optimize!r}")
-    minimum, maximum = table.get("min"), table.get("max")
-    for key, bound in (("min", minimum), ("max", maximum)):
-        if bound is not None and (
-            mtype != "float" or isinstance(bound, bool) or not isinstance(bound, int | float)
-        ):
-            raise ConfigError(f"{where} {key}: only a float metric takes numeric bounds")
-    if minimum is not None and maximum is not None and minimum > maximum:
-        raise ConfigError(f"{where}: min {minimum} is greater than max {maximum}")
-    categories = table.get("categories")
-    if mtype == "categorical":
-        if (
-            not isinstance(categories, list)
-            or not categories
-            or not all(isinstance(c, str) for c in categories)
-        ):
-            raise ConfigError(f"{where} categories: a categorical metric needs a list of strings")
-        if len(set(categories)) != len(categories):
-            raise ConfigError(f"{where} categories: duplicates in {categories}")
-    elif categories is not None:
-        raise ConfigError(f"{where} categories: only a categorical metric takes categories")
-    schema = table.get("schema")
-    validator: Validator | None = None
-    if schema is not None:
-        if mtype != "json":
-            raise ConfigError(f"{where} schema: only a json metric takes a schema")
-        if not isinstance(schema, Mapping):
-            raise ConfigError(f"{where} schema: must be a JSON Schema object")
-        cls = jsonschema.validators.validator_for(schema)
-        try:
-            cls.check_schema(dict(schema))
-        except jsonschema.SchemaError as exc:
-            raise ConfigError(f"{where} schema: not a valid JSON Schema: {exc.message}") from None
-        validator = cls(dict(schema))
-    return Metric(
-        name=name,
-        type=mtype,
-        level=level,
-        optimize=optimize,
-        minimum=None if minimum is None else float(minimum),
-        maximum=None if maximum is None else float(maximum),
-        categories=tuple(categories or ()),
-        json_schema=schema,
-        _validator=validator,
-    )
+        found.insert(0, (where, f"unknown key(s) {sorted(unknown)}; allowed: {_TABLE_KEYS}"))
+    return found
 
 
 def registry_from_mapping(document: Mapping[str, Any]) -> MetricRegistry:
+    """The registry of a parsed config, or one ConfigError listing every problem in it."""
+    errors: list[tuple[str, str]] = []
+    # [pipeline] belongs to the settings (workers.settings), which read the same file.
     unknown = sorted(set(document) - {"pipeline", "metrics"})
     if unknown:
-        raise ConfigError(f"unknown top-level section(s) {unknown}; allowed: pipeline, metrics")
-    pipeline_table = document.get("pipeline", {})
-    extra = sorted(
-        set(pipeline_table) - {"window", "retention", "max_window_events", "windows_in_flight"}
-    )
-    if extra:
-        raise ConfigError(f"[pipeline]: unknown key(s) {extra}")
-    pipeline = PipelineConfig(
-        window=parse_duration(pipeline_table.get("window", "5m"), where="[pipeline] window"),
-        retention=parse_duration(
-            pipeline_table.get("retention", "90d"), where="[pipeline] retention"
-        ),
-        max_window_events=_positive_int(
-            pipeline_table.get("max_window_events", 50_000), "[pipeline] max_window_events"
-        ),
-        windows_in_flight=_windows_in_flight(pipeline_table.get("windows_in_flight", 2)),
-    )
+        errors.append(("top level", f"unknown section(s) {unknown}; allowed: pipeline, metrics"))
     metrics: dict[str, Metric] = {
-        "comment": Metric(name="comment", type="comment"),
-        "demonstration": Metric(name="demonstration", type="demonstration"),
+        "comment": Metric(name="comment", type="comment", description="free text"),
+        "demonstration": Metric(
+            name="demonstration", type="demonstration", description="a corrected output, any JSON"
+        ),
     }
-    for name, table in document.get("metrics", {}).items():
+    tables = document.get("metrics", {})
+    if not isinstance(tables, Mapping):
+        errors.append(("[metrics]", "must be a table of metric tables"))
+        tables = {}
+    for name, table in tables.items():
+        where = f"[metrics.{name}]"
         if name in BUILTIN_METRICS:
-            raise ConfigError(f"[metrics.{name}]: {name!r} is built in and cannot be redefined")
-        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_.-]{0,127}", name):
-            raise ConfigError(f"[metrics.{name}]: a metric name is letters, digits, _ . -")
-        metrics[name] = _metric_from_table(name, table)
-    return MetricRegistry(metrics=metrics, pipeline=pipeline)
-
-
-def _positive_int(value: Any, where: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ConfigError(f"{where}: must be a positive whole number, got {value!r}")
-    return value
-
-
-def _windows_in_flight(value: Any) -> int:
-    if value not in (1, 2) or isinstance(value, bool):
-        raise ConfigError(
-            f"[pipeline] windows_in_flight: must be 1 or 2, got {value!r} (the worker drops "
-            "duplicate ids of the window before it, the only one that may be uncommitted)"
-        )
-    return int(value)
+            errors.append((where, f"{name!r} is built in and cannot be redefined"))
+        elif not isinstance(name, str) or not _METRIC_NAME.fullmatch(name):
+            errors.append((where, _METRIC_NAME_RULE))
+        found = _metric_from_table(name, table, errors)
+        if found is not None:
+            metrics[name] = found
+    if errors:
+        raise ConfigError(errors)
+    return MetricRegistry(metrics=metrics)
 
 
 def load_registry(path: Path) -> MetricRegistry:
     try:
         document = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise ConfigError(f"{path}: metric config file not found") from None
+        raise ConfigError([("", "metric config file not found")], path=path) from None
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+        raise ConfigError([("", f"not valid TOML: {exc}")], path=path) from None
     try:
         return registry_from_mapping(document)
     except ConfigError as exc:
-        raise ConfigError(f"{path}: {exc}") from None
+        raise ConfigError(exc.errors, path=path) from None

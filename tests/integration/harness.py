@@ -22,10 +22,9 @@ from ingest.sdk.producer import FeedbackflowProducer
 from ingest.topics import TopicNames, create_topics
 from workers.clock import ShiftedClock
 from workers.host.worker import Worker
-from workers.settings import Settings
+from workers.settings import PipelineSettings, Settings
 
 TEST_METRICS: dict[str, Any] = {
-    "pipeline": {"window": "1s", "retention": "90d", "max_window_events": 5000},
     "metrics": {
         "haiku_rating": {"type": "boolean", "level": "inference", "optimize": "max"},
         "haiku_score": {"type": "float", "min": 1, "max": 5},
@@ -43,12 +42,16 @@ TEST_METRICS: dict[str, Any] = {
 }
 
 
-def metric_registry(**pipeline: Any) -> MetricRegistry:
-    document = {**TEST_METRICS, "pipeline": {**TEST_METRICS["pipeline"], **pipeline}}
-    return registry_from_mapping(document)
+def metric_registry() -> MetricRegistry:
+    return registry_from_mapping(TEST_METRICS)
 
 
-def isolated_settings(bootstrap: str, database_url: str) -> Settings:
+# Windows of a second: tests wait on what lands, and a window is what they wait for.
+TEST_PIPELINE: dict[str, Any] = {"window": "1s", "retention": "90d", "max_window_events": 5000}
+
+
+def isolated_settings(bootstrap: str, database_url: str, **pipeline: Any) -> Settings:
+    """Settings of one test: its own topics and group, 1 s windows unless ``pipeline`` says."""
     prefix = f"t{uuid.uuid4().hex[:10]}"
     return Settings(
         kafka_bootstrap=bootstrap,
@@ -58,6 +61,7 @@ def isolated_settings(bootstrap: str, database_url: str) -> Settings:
         http_port=0,
         kafka_idempotence=False,
         kafka_session_timeout_ms=6_000,
+        pipeline=PipelineSettings(**{**TEST_PIPELINE, **pipeline}),
     )
 
 

@@ -8,10 +8,9 @@ window's length, which is what batches it.
 
 from __future__ import annotations
 
-import asyncio
-
 import asyncpg
 
+from ingest.topics import TopicNames
 from tests.integration.harness import (
     count,
     isolated_settings,
@@ -20,6 +19,7 @@ from tests.integration.harness import (
     producer,
     running_worker,
     wait_for_count,
+    wait_until,
 )
 from workers.devstack.servers import TansuBroker
 
@@ -28,11 +28,17 @@ BACKLOG = 3_500  # three full windows and half of one
 PREDICTIONS = "SELECT count(*) FROM feedbackflow.predictions"
 
 
+async def _at_least(value: float, expected: float) -> bool:
+    return value >= expected
+
+
 async def test_the_end_of_a_backlog_is_written_without_waiting_for_the_window(
     kafka: TansuBroker, database_url: str, db: asyncpg.Connection
 ) -> None:
-    settings = isolated_settings(kafka.bootstrap, database_url)
-    registry = metric_registry(window="120s", max_window_events=CAP)
+    settings = isolated_settings(
+        kafka.bootstrap, database_url, window="120s", max_window_events=CAP
+    )
+    registry = metric_registry()
     await make_topics(settings, partitions=2)
     async with producer(settings, registry) as ff:
         for i in range(BACKLOG):
@@ -42,13 +48,20 @@ async def test_the_end_of_a_backlog_is_written_without_waiting_for_the_window(
         async with running_worker(settings, registry) as worker:
             # All of it, the partial last window included, long before the window's 120 s.
             await wait_for_count(db, PREDICTIONS, BACKLOG, within=30)
-            assert worker.telemetry.windows.labels("written")._value.get() == 4
+            written = worker.telemetry.windows.labels("written")
+            await wait_until(lambda: _at_least(written._value.get(), 4), what="4 windows")
+            assert written._value.get() == 4
 
             # A few live events later: not a window's worth behind, so they wait for the timer.
             for i in range(10):
                 await ff.log_prediction(application="live", inputs={"n": i})
             await ff.flush()
-            await asyncio.sleep(3)
+            consumed = worker.telemetry.events_consumed.labels(
+                TopicNames(settings.topic_prefix).predictions
+            )
+            await wait_until(lambda: _at_least(consumed._value.get(), BACKLOG + 10), what="read")
+            assert worker.loop is not None
+            assert worker.loop.chain.window.buffer.events == 10  # read, and held for the timer
             assert await count(db, PREDICTIONS + " WHERE application = 'live'") == 0
         # Stopping the worker writes what it holds.
         assert await count(db, PREDICTIONS + " WHERE application = 'live'") == 10

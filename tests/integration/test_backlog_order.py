@@ -34,9 +34,9 @@ async def test_a_backlog_of_feedback_is_joined_without_the_pending_queue(
     """With several partitions, more feedback is fetched ahead than the hold-back may keep (a
     window's worth): the worker must then read only predictions until it has room again, or
     the feedback beyond that bound goes ahead of its prediction."""
-    settings = isolated_settings(kafka.bootstrap, database_url)
     # Small windows, so that the backlog spans many fetches and windows.
-    registry = metric_registry(max_window_events=1_000)
+    settings = isolated_settings(kafka.bootstrap, database_url, max_window_events=1_000)
+    registry = metric_registry()
     await make_topics(settings, partitions=partitions)
     async with producer(settings, registry) as ff:
         ids = []

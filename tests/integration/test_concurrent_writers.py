@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -21,16 +21,18 @@ from ingest.metrics.registry import registry_from_mapping
 from ingest.sdk.producer import uuid7
 from ingest.topics import TopicNames
 from tests.integration.harness import wait_until
+from tests.steps import Collect
 from workers.clock import SystemClock
-from workers.postgres.sink import PostgresSink, QueueStatistics
-from workers.stream.consumer_loop import WindowedJoin
-from workers.stream.decode import Decoder
+from workers.postgres.sink import PostgresSink, QueueStatistics, SinkConnection
+from workers.stream.messages import WrittenWindow
 from workers.stream.window import WindowBuffer, WindowContents
+from workers.stream.window_writer import Retry, WindowWriter
 from workers.telemetry import WorkerTelemetry
 from workers.testing import traffic as data
 
 TOPICS = TopicNames("concurrent-test")
 REGISTRY = registry_from_mapping({"metrics": {"thumbs": {"type": "boolean"}}})
+RETENTION = timedelta(days=90)
 
 
 def _window(pairs: int) -> WindowContents:
@@ -54,20 +56,15 @@ def _window(pairs: int) -> WindowContents:
     return buffer.drain()
 
 
-def _worker(database_url: str, telemetry: WorkerTelemetry) -> WindowedJoin:
-    """A worker's write path; its consumer is never asked for anything by ``_write``."""
-
-    async def connect() -> PostgresSink:
-        return PostgresSink(await asyncpg.connect(database_url), REGISTRY.pipeline.retention)
-
-    return WindowedJoin(
-        consumer=None,
-        topics=TOPICS.inputs,
-        sink_connect=connect,
-        decoder=Decoder(REGISTRY, TOPICS),
-        window=WindowBuffer(length_seconds=1.0, max_events=10**9, monotonic=time.monotonic),
-        clock=SystemClock(),
-        telemetry=telemetry,
+def _writer(database_url: str, telemetry: WorkerTelemetry) -> WindowWriter:
+    """A worker's write step, ending in a step that keeps what was written."""
+    return WindowWriter(
+        PostgresSink(database_url, RETENTION),
+        Collect[WrittenWindow](),
+        SystemClock(),
+        telemetry,
+        max_in_flight=1,
+        retry=Retry(),
     )
 
 
@@ -86,13 +83,13 @@ async def test_the_second_writer_of_a_window_retries_and_inserts_nothing_twice(
     contents = _window(pairs=200)
     # The first writer's whole write is held open in one transaction, so it must not refresh the
     # queue's statistics (ANALYZE, which a worker runs outside the window's transaction).
-    first = PostgresSink(
-        await asyncpg.connect(database_url),
-        REGISTRY.pipeline.retention,
-        queue=QueueStatistics(changes=0),
+    first = SinkConnection(
+        await asyncpg.connect(database_url), RETENTION, queue=QueueStatistics(changes=0)
     )
     telemetry = WorkerTelemetry()
-    second = _worker(database_url + "?application_name=second_writer", telemetry)
+    second = _writer(database_url + "?application_name=second_writer", telemetry)
+    written = second.next_step
+    assert isinstance(written, Collect)
     try:
         # The day partitions exist (a worker creates them outside the window's transaction, and
         # an uncommitted one would hold the second writer up for another reason).  Then the first
@@ -101,17 +98,18 @@ async def test_the_second_writer_of_a_window_retries_and_inserts_nothing_twice(
         transaction = first.conn.transaction()
         await transaction.start()
         outcome_first = await first.write(contents, datetime.now(UTC))
-        racing = asyncio.create_task(second._write(contents))
+        second.submit(contents)
+        racing = asyncio.create_task(second.join(deadline=None))
         await wait_until(
             lambda: _blocked_on_a_lock(db, "second_writer"), within=20, what="a lock wait"
         )
         await transaction.commit()
         async with asyncio.timeout(30):
-            outcome_second = await racing
+            await racing
     finally:
         await first.conn.close()
-        for sink in second.idle_sinks:
-            await sink.conn.close()
+        await second.sink.close()
+    outcome_second = written.received[0].outcome
 
     assert outcome_first.predictions_inserted == 200
     assert outcome_first.resolved["joined"] == 200

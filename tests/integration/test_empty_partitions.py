@@ -17,7 +17,7 @@ import asyncpg
 from ingest.sdk.producer import uuid7
 from ingest.topics import TopicNames
 from workers.postgres.partitions import PartitionCatalog, partition_name
-from workers.postgres.sink import PostgresSink
+from workers.postgres.sink import SinkConnection
 from workers.stream.window import WindowBuffer
 from workers.testing import traffic as data
 
@@ -64,7 +64,7 @@ async def test_look_ups_use_indexes_in_a_partition_analyzed_while_empty(
     buffer.add(data.decode(messages, TOPICS, data.registry()), {("t", 0): 1})
 
     before = await _sequential_scans(db, partitions)
-    outcome = await PostgresSink(db, timedelta(days=90)).write(buffer.drain(), now)
+    outcome = await SinkConnection(db, timedelta(days=90)).write(buffer.drain(), now)
     await db.execute("SELECT 1")  # a transaction end: this session's statistics are flushed
     assert outcome.predictions_inserted == EVENTS
     assert outcome.resolved == {"joined": EVENTS}

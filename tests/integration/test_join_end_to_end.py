@@ -12,6 +12,7 @@ from aiokafka import AIOKafkaConsumer
 
 from ingest.sdk.producer import build_feedback
 from tests.integration.harness import (
+    LivePipeline,
     count,
     live_pipeline,
     wait_for_count,
@@ -63,7 +64,7 @@ async def test_feedback_before_its_prediction_waits_pending_then_joins(
             db, "SELECT count(*) FROM feedbackflow.feedback WHERE status = 'pending'", 1
         )
         assert await count(db, "SELECT count(*) FROM feedbackflow.pending_feedback") == 1
-        await asyncio.sleep(1.5)  # a later window
+        # The window that stored it pending has committed: the prediction comes in a later one.
         await live.ff.log_prediction(application="generate_haiku", model="gpt-b", join_key="req-42")
         await live.ff.flush()
         await wait_for_count(
@@ -99,6 +100,9 @@ async def test_feedback_in_a_later_window_than_its_prediction_is_joined(
 async def test_the_same_feedback_sent_three_times_is_stored_once(
     kafka: TansuBroker, database_url: str, db: asyncpg.Connection
 ) -> None:
+    """Twice in one window (the window keeps one), then again two windows later: the worker
+    keeps only the ids of the one window before in memory, so only Postgres's id look-up can
+    tell the third copy is one it has."""
     async with live_pipeline(kafka.bootstrap, database_url) as live:
         prediction = await live.ff.log_prediction(application="generate_haiku")
         feedback = build_feedback(
@@ -112,20 +116,27 @@ async def test_the_same_feedback_sent_three_times_is_stored_once(
         await live.ff.send_raw(live.topics.feedback, feedback.target, raw)  # same window
         await live.ff.flush()
         await wait_for_count(db, "SELECT count(*) FROM feedbackflow.feedback", 1)
-        await asyncio.sleep(1.5)
-        await live.ff.send_raw(live.topics.feedback, feedback.target, raw)  # a later window
-        marker = await live.ff.log_prediction(application="generate_haiku")  # proves it was read
-        await live.ff.flush()
-        await wait_for_count(
-            db,
-            "SELECT count(*) FROM feedbackflow.predictions WHERE prediction_id = $1",
-            1,
-            marker.prediction_id,
-        )
+        await _a_window_later(live, db)  # the window that stored it is no longer "before"
+        await live.ff.send_raw(live.topics.feedback, feedback.target, raw)
+        await _a_window_later(live, db)  # and the third copy has been read and written
         consumed = live.worker.telemetry.events_consumed.labels(live.topics.feedback)._value.get()
     assert consumed == 3
     assert await count(db, "SELECT count(*) FROM feedbackflow.feedback") == 1
     assert await count(db, "SELECT count(*) FROM feedbackflow.feedback WHERE status='joined'") == 1
+
+
+async def _a_window_later(live: LivePipeline, db: asyncpg.Connection) -> None:
+    """Send a marker prediction and wait until it is stored.  The window it was read into has
+    then been closed, and it was closed after everything stored before the marker was sent:
+    whatever is sent next lands in a window that has a window between it and those."""
+    marker = await live.ff.log_prediction(application="marker", join_key="marker")
+    await live.ff.flush()
+    await wait_for_count(
+        db,
+        "SELECT count(*) FROM feedbackflow.predictions WHERE prediction_id = $1",
+        1,
+        marker.prediction_id,
+    )
 
 
 async def test_malformed_messages_become_dead_letters_and_the_partition_keeps_flowing(

@@ -15,7 +15,7 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 
 from ingest.topics import TopicNames
-from workers.postgres.sink import QUEUE_STATS_MIN_CHANGES, PostgresSink
+from workers.postgres.sink import QUEUE_STATS_MIN_CHANGES, SinkConnection
 from workers.stream.window import WindowBuffer, WindowContents
 from workers.testing import traffic as data
 
@@ -51,7 +51,7 @@ async def test_a_queue_larger_than_the_window_is_probed_by_index_and_resolves_th
         data.Message(True, pid.encode(), data.feedback_payload(rng, pid, now_ms))
         for pid, _ in predictions
     ]
-    sink = PostgresSink(db, retention=timedelta(days=90))
+    sink = SinkConnection(db, retention=timedelta(days=90))
 
     first = await sink.write(_window(early, 1), datetime.now(UTC))
     assert first.feedback_inserted == len(predictions)

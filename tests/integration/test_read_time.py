@@ -18,7 +18,7 @@ import asyncpg
 from ingest.metrics.registry import registry_from_mapping
 from ingest.sdk.producer import uuid7
 from ingest.topics import TopicNames
-from workers.postgres.sink import PostgresSink
+from workers.postgres.sink import SinkConnection
 from workers.stream.decode import Decoder
 from workers.stream.window import WindowBuffer
 from workers.testing import traffic as data
@@ -40,9 +40,12 @@ async def test_predictions_and_feedback_keep_the_exact_time_their_batch_was_read
     halves = (events.messages[:20], events.messages[20:])
     for offset, (messages, read_at) in enumerate(zip(halves, read_times, strict=True)):
         records = data.as_records(messages, TOPICS)
-        buffer.add(Decoder(registry, TOPICS).decode(records, read_at), {("t", 0): offset + 1})
+        buffer.add(
+            Decoder(registry, TOPICS, timedelta(days=90)).decode(records, read_at),
+            {("t", 0): offset + 1},
+        )
     contents = buffer.drain()
-    await PostgresSink(db, timedelta(days=90)).write(contents, datetime.now(UTC))
+    await SinkConnection(db, timedelta(days=90)).write(contents, datetime.now(UTC))
 
     await db.execute("SET TIME ZONE 'Europe/Berlin'")  # the session's zone changes nothing
     stored = await db.fetch(
@@ -97,10 +100,12 @@ async def test_event_times_and_feedback_keys_are_stored_as_sent(db: asyncpg.Conn
     )
     buffer = WindowBuffer(length_seconds=1.0, max_events=10**9, monotonic=time.monotonic)
     buffer.add(
-        Decoder(registry, TOPICS).decode(data.as_records(messages, TOPICS), datetime.now(UTC)),
+        Decoder(registry, TOPICS, timedelta(days=90)).decode(
+            data.as_records(messages, TOPICS), datetime.now(UTC)
+        ),
         {("t", 0): 1},
     )
-    outcome = await PostgresSink(db, timedelta(days=90)).write(buffer.drain(), datetime.now(UTC))
+    outcome = await SinkConnection(db, timedelta(days=90)).write(buffer.drain(), datetime.now(UTC))
     assert outcome.resolved == {"joined": 3}
 
     stored_predictions = await db.fetch(

@@ -78,7 +78,7 @@ async def test_retention_drops_whole_old_partitions_and_labels_for_dropped_predi
         await live.ff.flush()
         await wait_for_count(db, "SELECT count(*) FROM feedbackflow.predictions", 1)
         live.clock.advance(DAYS_91 + timedelta(days=1))
-        result = await apply_retention(db, live.registry.pipeline.retention, live.clock.now())
+        result = await apply_retention(db, live.settings.pipeline.retention, live.clock.now())
         assert [name for name in result.dropped if name.startswith("predictions_")]
         assert await count(db, "SELECT count(*) FROM feedbackflow.predictions") == 0
         # A label for the dropped prediction: its UUIDv7 id says how old it was.
@@ -96,7 +96,7 @@ async def test_retention_drops_whole_old_partitions_and_labels_for_dropped_predi
         "prediction_past_retention"
     )
     remaining = [day for _, day in await existing_partitions(db, "predictions")]
-    horizon = (live.clock.now() - live.registry.pipeline.retention).date()
+    horizon = (live.clock.now() - live.settings.pipeline.retention).date()
     assert all(day >= horizon for day in remaining)
 
 

@@ -19,7 +19,7 @@ from ingest.metrics.registry import registry_from_mapping
 from ingest.sdk.producer import uuid7
 from ingest.topics import TopicNames
 from workers.postgres import join_sql
-from workers.postgres.sink import PostgresSink
+from workers.postgres.sink import SinkConnection
 from workers.stream.window import WindowBuffer, WindowContents
 from workers.testing import traffic as data
 
@@ -95,7 +95,7 @@ async def test_feedback_of_every_target_kind_joins_in_the_same_window(
     db: asyncpg.Connection,
 ) -> None:
     predictions, feedback = _one_of_each_kind()
-    sink = PostgresSink(db, retention=timedelta(days=90))
+    sink = SinkConnection(db, retention=timedelta(days=90))
     outcome = await sink.write(_window(predictions + feedback, 1), datetime.now(UTC))
     assert outcome.resolved == {"joined": 4}
     statuses = await db.fetch("SELECT target_kind, status, application FROM feedbackflow.feedback")
@@ -112,7 +112,7 @@ async def test_queued_feedback_of_every_target_kind_joins_a_later_window(
     db: asyncpg.Connection,
 ) -> None:
     predictions, feedback = _one_of_each_kind()
-    sink = PostgresSink(db, retention=timedelta(days=90))
+    sink = SinkConnection(db, retention=timedelta(days=90))
     first = await sink.write(_window(feedback, 1), datetime.now(UTC))
     assert first.feedback_inserted == 4
     assert await db.fetchval("SELECT count(*) FROM feedbackflow.pending_feedback") == 4
@@ -133,7 +133,7 @@ async def test_queued_feedback_of_one_kind_joins_with_a_single_look_up(
     db: asyncpg.Connection,
 ) -> None:
     predictions, feedback = _one_of_each_kind()
-    sink = PostgresSink(db, retention=timedelta(days=90))
+    sink = SinkConnection(db, retention=timedelta(days=90))
     await sink.write(_window(feedback[2:3], 1), datetime.now(UTC))  # the join key only
     later = await sink.write(_window(predictions, 2), datetime.now(UTC))
     assert later.resolved == {"joined": 1}
@@ -170,7 +170,7 @@ async def test_a_join_key_that_is_a_prediction_id_finds_that_prediction(
     in_window, queued = str(uuid7(now_ms)), str(uuid.uuid4())
     p1, f1 = _prediction_and_feedback(in_window, None, in_window, now_ms)
     p2, f2 = _prediction_and_feedback(queued, None, queued, now_ms)
-    sink = PostgresSink(db, retention=timedelta(days=90))
+    sink = SinkConnection(db, retention=timedelta(days=90))
     first = await sink.write(_window([p1, f1, f2], 1), datetime.now(UTC))
     assert first.resolved == {"joined": 1}
     later = await sink.write(_window([p2], 2), datetime.now(UTC))
@@ -196,7 +196,7 @@ async def test_a_join_key_names_its_latest_prediction_whichever_index_finds_it(
     older, _ = _prediction_and_feedback(default_key, None, default_key, now_ms - 60_000)
     newer_id = str(uuid7(now_ms))
     newer, feedback = _prediction_and_feedback(newer_id, default_key, default_key, now_ms)
-    sink = PostgresSink(db, retention=timedelta(days=90))
+    sink = SinkConnection(db, retention=timedelta(days=90))
     await sink.write(_window([older, newer], 1), datetime.now(UTC))
     await sink.write(_window([feedback], 2), datetime.now(UTC))
     found = await db.fetchval("SELECT prediction_id::text FROM feedbackflow.feedback")

@@ -84,7 +84,7 @@ def registry() -> MetricRegistry:
 
 @pytest.fixture
 def decoder(registry: MetricRegistry) -> Decoder:
-    return Decoder(registry, TOPICS)
+    return Decoder(registry, TOPICS, timedelta(days=90))
 
 
 def only_dead_letter(batch: DecodedBatch) -> DeadLetter:

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from workers.host.app import tune_gc_for_windows
+from workers.host.gc_tuning import tune_gc_for_windows
 
 
 @pytest.fixture

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+import pickle
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -13,10 +14,8 @@ from ingest.metrics.registry import (
     FieldError,
     Metric,
     MetricRegistry,
-    PipelineConfig,
     TypedValue,
     load_registry,
-    parse_duration,
     registry_from_mapping,
 )
 from ingest.wire.events import Feedback
@@ -33,6 +32,7 @@ max_window_events = 1000
 
 [metrics.thumbs_up]
 type = "boolean"
+description = "the end user liked the answer"
 
 [metrics.score]
 type = "float"
@@ -91,7 +91,7 @@ def registry(tmp_path: Path) -> MetricRegistry:
 # --- loading ----------------------------------------------------------------------------------
 
 
-def test_load_registry_reads_metrics_and_pipeline(registry: MetricRegistry) -> None:
+def test_load_registry_reads_the_metrics(registry: MetricRegistry) -> None:
     assert set(registry.metrics) == {
         "comment",
         "demonstration",
@@ -103,9 +103,31 @@ def test_load_registry_reads_metrics_and_pipeline(registry: MetricRegistry) -> N
         "structured",
         "anything",
     }
-    assert registry.pipeline.window == timedelta(seconds=1)
-    assert registry.pipeline.retention == timedelta(days=90)
-    assert registry.pipeline.max_window_events == 1000
+
+
+def test_pipeline_table_is_left_to_the_settings() -> None:
+    # The same file configures the worker; its [pipeline] keys are not the registry's to judge.
+    registry = registry_from_mapping(
+        {"pipeline": {"window": "1s", "windw": 5}, "metrics": {"ok": {"type": "boolean"}}}
+    )
+    assert set(registry.metrics) == {"comment", "demonstration", "ok"}
+    assert not hasattr(registry, "pipeline")
+
+
+def test_description_is_read_from_the_table(registry: MetricRegistry) -> None:
+    assert registry.metrics["thumbs_up"].description == "the end user liked the answer"
+    assert registry.metrics["score"].description is None
+
+
+def test_builtins_are_described() -> None:
+    builtins = registry_from_mapping({}).metrics
+    assert builtins["comment"].description
+    assert builtins["demonstration"].description
+
+
+def test_description_must_be_a_string() -> None:
+    message = config_error({"metrics": {"score": {"type": "float", "description": 3}}})
+    assert message == "[metrics.score] description: must be a string, got int"
 
 
 def test_builtin_comment_and_demonstration_exist_without_config() -> None:
@@ -113,26 +135,6 @@ def test_builtin_comment_and_demonstration_exist_without_config() -> None:
     assert set(registry.metrics) == {"comment", "demonstration"}
     assert registry.metrics["comment"].type == "comment"
     assert registry.metrics["demonstration"].type == "demonstration"
-    assert registry.pipeline == PipelineConfig()
-
-
-def test_pipeline_defaults_are_five_minutes_and_ninety_days() -> None:
-    pipeline = registry_from_mapping({}).pipeline
-    assert pipeline.window == timedelta(minutes=5)
-    assert pipeline.retention == timedelta(days=90)
-    assert pipeline.max_window_events == 50_000
-    assert pipeline.windows_in_flight == 2
-
-
-def test_one_window_in_flight_can_be_chosen() -> None:
-    pipeline = registry_from_mapping({"pipeline": {"windows_in_flight": 1}}).pipeline
-    assert pipeline.windows_in_flight == 1
-
-
-@pytest.mark.parametrize("value", [0, 3, True, "2", 1.5])
-def test_windows_in_flight_other_than_one_or_two_is_refused(value: object) -> None:
-    with pytest.raises(ConfigError, match=r"windows_in_flight: must be 1 or 2"):
-        registry_from_mapping({"pipeline": {"windows_in_flight": value}})
 
 
 def test_float_bounds_are_stored_as_floats(registry: MetricRegistry) -> None:
@@ -275,56 +277,120 @@ def test_unknown_top_level_section_is_rejected() -> None:
     assert "'metric'" in message
 
 
-def test_unknown_pipeline_key_is_rejected() -> None:
-    message = config_error({"pipeline": {"windw": "5m"}})
-    assert "[pipeline]" in message
-    assert "'windw'" in message
-
-
 def test_invalid_metric_name_is_rejected() -> None:
     message = config_error({"metrics": {"9lives": {"type": "boolean"}}})
     assert "[metrics.9lives]" in message
 
 
-def test_bad_window_duration_is_rejected_naming_the_setting() -> None:
-    message = config_error({"pipeline": {"window": "5x"}})
-    assert "[pipeline] window" in message
-    assert "'5x'" in message
+def test_unknown_keys_are_listed_with_the_allowed_ones() -> None:
+    message = config_error({"metrics": {"score": {"type": "float", "maximum": 1, "mni": 0}}})
+    assert message == (
+        "[metrics.score]: unknown key(s) ['maximum', 'mni']; allowed: ['categories', "
+        "'description', 'level', 'max', 'min', 'optimize', 'schema', 'type']"
+    )
 
 
-def test_bad_retention_duration_is_rejected_naming_the_setting() -> None:
-    message = config_error({"pipeline": {"retention": "ninety days"}})
-    assert "[pipeline] retention" in message
+# --- every problem at once --------------------------------------------------------------------
+
+SEVERAL_MISTAKES = """
+[metrics.stars]
+type = "float"
+optimize = "up"
+min = 5
+max = 1
+
+[metrics.tone]
+type = "categorical"
+categories = ["formal", "formal"]
+"""
+# Two problems in one table, one of them relating two keys, and one in another table.
+SEVERAL_MISTAKES_ERRORS = [
+    ("[metrics.stars] optimize", "must be 'max' or 'min', got 'up'"),
+    ("[metrics.stars] max", "min 5 is greater than max 1"),
+    ("[metrics.tone] categories", "duplicates in ['formal', 'formal']"),
+]
 
 
-def test_zero_duration_is_rejected() -> None:
-    message = config_error({"pipeline": {"window": "0s"}})
-    assert "must be positive" in message
+def test_every_mistake_is_reported_at_once_with_its_location() -> None:
+    with pytest.raises(ConfigError) as exc:
+        registry_from_mapping(tomllib.loads(SEVERAL_MISTAKES))
+    assert exc.value.errors == SEVERAL_MISTAKES_ERRORS
+    assert str(exc.value).splitlines() == [
+        f"{location}: {reason}" for location, reason in SEVERAL_MISTAKES_ERRORS
+    ]
 
 
-def test_non_positive_max_window_events_is_rejected() -> None:
-    message = config_error({"pipeline": {"max_window_events": 0}})
-    assert "[pipeline] max_window_events" in message
+def test_every_mistake_in_a_file_is_reported_on_a_line_naming_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "feedbackflow.toml"
+    path.write_text(SEVERAL_MISTAKES, encoding="utf-8")
+    with pytest.raises(ConfigError) as exc:
+        load_registry(path)
+    assert exc.value.path == path
+    assert exc.value.errors == SEVERAL_MISTAKES_ERRORS
+    assert str(exc.value).splitlines() == [
+        f"{path}: {location}: {reason}" for location, reason in SEVERAL_MISTAKES_ERRORS
+    ]
 
 
-@pytest.mark.parametrize(
-    ("text", "expected"),
-    [
-        ("1s", timedelta(seconds=1)),
-        ("5m", timedelta(minutes=5)),
-        ("2h", timedelta(hours=2)),
-        ("90d", timedelta(days=90)),
-        ("250ms", timedelta(milliseconds=250)),
-        ("1.5s", timedelta(milliseconds=1500)),
-    ],
-)
-def test_parse_duration_units(text: str, expected: timedelta) -> None:
-    assert parse_duration(text, where="x") == expected
+def test_problems_outside_the_tables_are_reported_with_those_inside() -> None:
+    with pytest.raises(ConfigError) as exc:
+        registry_from_mapping(
+            {
+                "metric": {},
+                "metrics": {
+                    "comment": {"type": "comment"},
+                    "9lives": {"type": "boolean", "level": "session"},
+                    "label": "good",
+                },
+            }
+        )
+    assert [location for location, _ in exc.value.errors] == [
+        "top level",
+        "[metrics.comment]",
+        "[metrics.9lives]",
+        "[metrics.9lives] level",
+        "[metrics.label]",
+    ]
 
 
-def test_parse_duration_rejects_non_string() -> None:
-    with pytest.raises(ConfigError, match="setting"):
-        parse_duration(5, where="setting")  # type: ignore[arg-type]
+def test_unknown_keys_are_reported_with_the_other_mistakes_of_the_table() -> None:
+    with pytest.raises(ConfigError) as exc:
+        registry_from_mapping({"metrics": {"score": {"type": "float", "mx": 1, "min": "0"}}})
+    assert [location for location, _ in exc.value.errors] == [
+        "[metrics.score]",
+        "[metrics.score] min",
+    ]
+
+
+def test_a_wrong_type_is_not_blamed_on_the_keys_that_depend_on_it() -> None:
+    # Which keys a metric takes depends on its type; with the type wrong, only it is reported.
+    with pytest.raises(ConfigError) as exc:
+        registry_from_mapping(
+            {"metrics": {"score": {"type": "percent", "min": 0, "max": 1, "categories": ["a"]}}}
+        )
+    assert [location for location, _ in exc.value.errors] == ["[metrics.score] type"]
+
+
+def test_a_wrong_type_does_not_hide_mistakes_that_do_not_depend_on_it() -> None:
+    with pytest.raises(ConfigError) as exc:
+        registry_from_mapping(
+            {"metrics": {"blob": {"type": "jsn", "optimize": "up", "schema": {"type": 12}}}}
+        )
+    assert [location for location, _ in exc.value.errors] == [
+        "[metrics.blob] type",
+        "[metrics.blob] optimize",
+        "[metrics.blob] schema",
+    ]
+
+
+def test_config_error_survives_pickling() -> None:
+    # An exception that crosses a process boundary is pickled; the default rebuilds it from
+    # its message, which would lose the structured errors.
+    error = ConfigError([("[metrics.a] type", "bad")], Path("feedbackflow.toml"))
+    copy = pickle.loads(pickle.dumps(error))  # noqa: S301 - our own bytes
+    assert copy.errors == error.errors
+    assert copy.path == error.path
+    assert str(copy) == str(error)
 
 
 # --- typed values -----------------------------------------------------------------------------

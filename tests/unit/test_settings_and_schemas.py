@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from datetime import UTC, date, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -14,84 +15,181 @@ from pydantic import ValidationError
 from ingest.wire.json_schema import MODELS, SCHEMA_DIR, rendered_schemas
 from workers.postgres.migrate import available_migrations
 from workers.postgres.partitions import day_of, partition_name
-from workers.settings import ENV_VARS, Settings
+from workers.settings import PipelineSettings, Settings, parse_duration
 
 # --- settings ---------------------------------------------------------------------------------
 
 
-def test_defaults_without_env_or_flags() -> None:
-    settings = Settings.load(env={})
-    assert settings == Settings()
+@pytest.fixture
+def env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> pytest.MonkeyPatch:
+    """No FEEDBACKFLOW_* variables, and a working directory without a feedbackflow.toml."""
+    for name in list(os.environ):
+        if name.startswith("FEEDBACKFLOW_"):
+            monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)
+    return monkeypatch
+
+
+def test_defaults_without_env_or_flags(env: pytest.MonkeyPatch) -> None:
+    settings = Settings.load()
     assert settings.kafka_bootstrap == "127.0.0.1:9092"
     assert settings.http_port == 8000
-    assert settings.config_path == Path("feedbackflow.toml")
+    assert settings.config == Path("feedbackflow.toml")
     assert settings.topic_prefix == "feedbackflow"
     assert settings.kafka_idempotence is True
+    assert settings.pipeline == PipelineSettings()
+    assert settings.pipeline.window == timedelta(minutes=5)
+    assert settings.pipeline.retention == timedelta(days=90)
 
 
-def test_env_overrides_defaults() -> None:
-    env = {
-        "FEEDBACKFLOW_KAFKA_BOOTSTRAP": "kafka:9092",
-        "FEEDBACKFLOW_HTTP_PORT": "9100",
-        "FEEDBACKFLOW_CONFIG": "/etc/ff.toml",
-        "FEEDBACKFLOW_KAFKA_IDEMPOTENCE": "false",
-    }
-    settings = Settings.load(env=env)
+def test_env_overrides_defaults(env: pytest.MonkeyPatch) -> None:
+    env.setenv("FEEDBACKFLOW_KAFKA_BOOTSTRAP", "kafka:9092")
+    env.setenv("FEEDBACKFLOW_HTTP_PORT", "9100")
+    env.setenv("FEEDBACKFLOW_CONFIG", "/etc/ff.toml")
+    env.setenv("FEEDBACKFLOW_KAFKA_IDEMPOTENCE", "false")
+    settings = Settings.load()
     assert settings.kafka_bootstrap == "kafka:9092"
     assert settings.http_port == 9100
-    assert settings.config_path == Path("/etc/ff.toml")
+    assert settings.config == Path("/etc/ff.toml")
     assert settings.kafka_idempotence is False
-    assert settings.database_url == Settings().database_url
+    assert settings.database_url == "postgresql://postgres@127.0.0.1:5432/postgres"
 
 
-def test_flags_override_env() -> None:
-    env = {"FEEDBACKFLOW_KAFKA_BOOTSTRAP": "kafka:9092", "FEEDBACKFLOW_HTTP_PORT": "9100"}
-    settings = Settings.load(env=env, kafka_bootstrap="flag:9092")
+def test_flags_override_env(env: pytest.MonkeyPatch) -> None:
+    env.setenv("FEEDBACKFLOW_KAFKA_BOOTSTRAP", "kafka:9092")
+    env.setenv("FEEDBACKFLOW_HTTP_PORT", "9100")
+    settings = Settings.load(kafka_bootstrap="flag:9092")
     assert settings.kafka_bootstrap == "flag:9092"
     assert settings.http_port == 9100
 
 
-def test_none_flags_do_not_override_env() -> None:
-    env = {"FEEDBACKFLOW_TOPIC_PREFIX": "staging"}
-    settings = Settings.load(env=env, topic_prefix=None, http_port=None)
+def test_none_flags_do_not_override_env(env: pytest.MonkeyPatch) -> None:
+    env.setenv("FEEDBACKFLOW_TOPIC_PREFIX", "staging")
+    settings = Settings.load(topic_prefix=None, http_port=None)
     assert settings.topic_prefix == "staging"
     assert settings.http_port == 8000
 
 
-def test_empty_env_var_falls_back_to_default() -> None:
-    assert Settings.load(env={"FEEDBACKFLOW_KAFKA_BOOTSTRAP": ""}).kafka_bootstrap == (
-        "127.0.0.1:9092"
-    )
+def test_empty_env_var_falls_back_to_default(env: pytest.MonkeyPatch) -> None:
+    env.setenv("FEEDBACKFLOW_KAFKA_BOOTSTRAP", "")
+    assert Settings.load().kafka_bootstrap == "127.0.0.1:9092"
 
 
-def test_unrelated_env_vars_are_ignored() -> None:
-    assert Settings.load(env={"KAFKA_BOOTSTRAP": "x:1", "HOME": "/root"}) == Settings()
+def test_unrelated_env_vars_are_ignored(env: pytest.MonkeyPatch) -> None:
+    env.setenv("KAFKA_BOOTSTRAP", "x:1")
+    assert Settings.load().kafka_bootstrap == "127.0.0.1:9092"
 
 
-def test_every_field_has_an_env_var() -> None:
-    assert set(ENV_VARS) == set(Settings.model_fields)
+def test_what_the_user_chose_is_told_apart_from_defaults(env: pytest.MonkeyPatch) -> None:
+    """``feedbackflow dev`` starts a server only for what the user did not name."""
+    env.setenv("FEEDBACKFLOW_DATABASE_URL", "postgresql://db/x")
+    chosen = Settings.load(kafka_bootstrap="k:1").model_fields_set
+    assert {"database_url", "kafka_bootstrap"} <= chosen
+    assert "http_port" not in chosen
 
 
 @pytest.mark.parametrize("port", ["70000", "-1", "http"])
-def test_invalid_port_from_env_is_rejected(port: str) -> None:
+def test_invalid_port_from_env_is_rejected(env: pytest.MonkeyPatch, port: str) -> None:
+    env.setenv("FEEDBACKFLOW_HTTP_PORT", port)
     with pytest.raises(ValidationError) as exc:
-        Settings.load(env={"FEEDBACKFLOW_HTTP_PORT": port})
+        Settings.load()
     assert [err["loc"] for err in exc.value.errors()] == [("http_port",)]
 
 
-def test_invalid_port_flag_is_rejected() -> None:
+def test_invalid_port_flag_is_rejected(env: pytest.MonkeyPatch) -> None:
     with pytest.raises(ValidationError):
-        Settings.load(env={}, http_port=65536)
+        Settings.load(http_port=65536)
 
 
-def test_invalid_topic_prefix_is_rejected() -> None:
+def test_invalid_topic_prefix_is_rejected(env: pytest.MonkeyPatch) -> None:
+    env.setenv("FEEDBACKFLOW_TOPIC_PREFIX", "has space")
     with pytest.raises(ValidationError):
-        Settings.load(env={"FEEDBACKFLOW_TOPIC_PREFIX": "has space"})
+        Settings.load()
 
 
-def test_unknown_flag_is_rejected() -> None:
+def test_unknown_flag_is_rejected(env: pytest.MonkeyPatch) -> None:
     with pytest.raises(ValidationError):
-        Settings.load(env={}, kafka_bootstrp="x:1")
+        Settings.load(kafka_bootstrp="x:1")
+
+
+PIPELINE_FILE = """
+[pipeline]
+window = "1s"
+max_window_events = 1000
+windows_in_flight = 1
+
+[metrics.thumbs]
+type = "boolean"
+"""
+
+
+def test_the_config_files_pipeline_table_is_read(env: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    (tmp_path / "feedbackflow.toml").write_text(PIPELINE_FILE)
+    pipeline = Settings.load().pipeline
+    assert pipeline.window == timedelta(seconds=1)
+    assert pipeline.max_window_events == 1000
+    assert pipeline.windows_in_flight == 1
+    assert pipeline.retention == timedelta(days=90)  # not in the file: the default
+
+
+def test_the_config_file_named_by_the_environment_is_read(
+    env: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    named = tmp_path / "elsewhere.toml"
+    named.write_text(PIPELINE_FILE)
+    env.setenv("FEEDBACKFLOW_CONFIG", str(named))
+    assert Settings.load().pipeline.max_window_events == 1000
+
+
+def test_a_nested_env_var_overrides_one_key_of_the_files_table(
+    env: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    (tmp_path / "feedbackflow.toml").write_text(PIPELINE_FILE)
+    env.setenv("FEEDBACKFLOW_PIPELINE__WINDOW", "250ms")
+    pipeline = Settings.load().pipeline
+    assert pipeline.window == timedelta(milliseconds=250)
+    assert pipeline.max_window_events == 1000  # the rest of the file's table stays
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("5m", timedelta(minutes=5)),
+        ("1s", timedelta(seconds=1)),
+        ("90d", timedelta(days=90)),
+        ("250ms", timedelta(milliseconds=250)),
+        ("1.5h", timedelta(minutes=90)),
+    ],
+)
+def test_durations_are_read_with_their_unit(text: str, expected: timedelta) -> None:
+    assert parse_duration(text) == expected
+
+
+@pytest.mark.parametrize("text", ["5", "5x", "ninety days", "0s", "-1m", 5])
+def test_a_bad_duration_is_refused_with_what_was_given(text: object) -> None:
+    with pytest.raises(ValueError, match=repr(text)):
+        parse_duration(text)
+
+
+def test_pipeline_errors_are_all_reported_with_their_location(
+    env: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    (tmp_path / "feedbackflow.toml").write_text(
+        '[pipeline]\nwindow = "5x"\nmax_window_events = 0\nwindows_in_flight = 3\nwindw = "1s"\n'
+    )
+    with pytest.raises(ValidationError) as exc:
+        Settings.load()
+    assert {err["loc"] for err in exc.value.errors()} == {
+        ("pipeline", "window"),
+        ("pipeline", "max_window_events"),
+        ("pipeline", "windows_in_flight"),
+        ("pipeline", "windw"),
+    }
+
+
+def test_the_hold_back_waits_a_window_but_never_less_than_its_minimum() -> None:
+    assert PipelineSettings(window="1s").hold_back_seconds == 30.0
+    assert PipelineSettings(window="5m").hold_back_seconds == 300.0
 
 
 # --- JSON Schema files ------------------------------------------------------------------------

@@ -15,8 +15,8 @@ from workers.settings import Settings
 
 def run_dev(settings: Settings, http_port: int) -> int:
     registry = registry_from_mapping(DEMO_METRICS)
-    if given("config_path", settings) or settings.config_path.is_file():
-        registry = load_registry(settings.config_path)
+    if given("config", settings) or settings.config.is_file():
+        registry = load_registry(settings.config)
     pgdata = Path.cwd() / ".feedbackflow" / "pgdata"
     with embedded_stack(settings, None, pgdata) as live:
         live = live.model_copy(update={"http_port": http_port})

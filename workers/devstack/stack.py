@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,12 +13,12 @@ import asyncpg
 
 from workers.devstack.servers import create_database, start_embedded_postgres, start_tansu
 from workers.postgres.migrate import migrate
-from workers.settings import ENV_VARS, Settings
+from workers.settings import Settings
 
 
 def given(name: str, settings: Settings) -> bool:
     """Whether a setting was chosen by the user (env or flag) rather than defaulted."""
-    return bool(os.environ.get(ENV_VARS[name])) or name in settings.model_fields_set
+    return name in settings.model_fields_set
 
 
 @contextlib.contextmanager

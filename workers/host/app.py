@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import logging
 import tempfile
 from pathlib import Path
@@ -26,13 +25,12 @@ from mode import Service
 
 from ingest.metrics.registry import MetricRegistry
 from workers.clock import Clock, SystemClock
+from workers.host.gc_tuning import tune_gc_for_windows
 from workers.host.http import worker_api
 from workers.host.worker import Worker
 from workers.settings import Settings
 
 log = logging.getLogger("feedbackflow.worker")
-
-RETENTION_EVERY_SECONDS = 3600.0
 
 
 def _broker_urls(bootstrap: str) -> str:
@@ -85,29 +83,10 @@ def build_app(worker: Worker) -> faust.App:
 
     app.service(WindowedJoinService)
 
-    app.timer(interval=RETENTION_EVERY_SECONDS, on_leader=False)(worker.apply_retention)
+    app.timer(interval=settings.pipeline.retention_every_seconds, on_leader=False)(
+        worker.apply_retention
+    )
     return app
-
-
-# Live objects a window's event keeps (its row, ids): the young generation's threshold leaves
-# room for the windows in memory (one filling, two being written) several times over.
-GC_OBJECTS_PER_WINDOW_EVENT = 20
-GC_MIN_YOUNG_THRESHOLD = 50_000
-
-
-def tune_gc_for_windows(max_window_events: int) -> None:
-    """Collect cyclic garbage only when it could be there: CPython counts a young collection's
-    threshold in *net* new tracked objects (allocations minus deallocations), and what a window
-    keeps -- rows of tuples and UUIDs, none in a cycle -- is freed by reference counting once it
-    is written.  With CPython's default (700) the collector re-scanned each window as it grew,
-    ~2 of the ~10 us an event cost; with 50,000 it still ran every ~17k events for 6-7 ms (0.3 us
-    an event, docs/performance.md).  A threshold above what three windows hold lets window churn
-    never trigger it, while real cyclic garbage, which reference counting never frees, still
-    does.  ``gc.freeze`` moves everything alive at start-up (faust, pydantic's schemas) out of
-    the collector's way for good."""
-    gc.freeze()
-    young = max(GC_MIN_YOUNG_THRESHOLD, GC_OBJECTS_PER_WINDOW_EVENT * max_window_events)
-    gc.set_threshold(young, 20, 100)
 
 
 def run_worker_process(
@@ -117,7 +96,7 @@ def run_worker_process(
     asyncio.set_event_loop(asyncio.new_event_loop())  # faust's worker runs the loop it finds
     worker = Worker(settings, registry, clock=clock or SystemClock())
     app = build_app(worker)
-    tune_gc_for_windows(registry.pipeline.max_window_events)
+    tune_gc_for_windows(settings.pipeline.max_window_events)
     log.info(
         "worker consuming %s from %s; /metrics and /health on port %d",
         ", ".join(worker.topics.inputs),

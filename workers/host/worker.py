@@ -1,6 +1,7 @@
-"""Assembles one worker: Kafka consumer, decoder, window, Postgres sink, dead-letter topic,
-retention, health.  ``Worker`` owns their lifecycles; the process host (``workers.host.app``, a
-faust app) starts and stops it, runs ``apply_retention`` on a timer and serves ``/metrics``.
+"""Assembles one worker: the Kafka consumer, the chain of steps, the Postgres sink, the
+dead-letter producer, retention and health.  ``Worker`` owns their lifecycles; the process host
+(``workers.host.app``, a faust app) starts and stops it, runs ``apply_retention`` on a timer and
+serves ``/metrics``.
 """
 
 from __future__ import annotations
@@ -8,22 +9,22 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import asyncpg
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from ingest.metrics.registry import MetricRegistry
 from ingest.topics import TopicNames, create_topics
 from workers.clock import Clock, SystemClock
 from workers.postgres.migrate import migrate
-from workers.postgres.partitions import PartitionCatalog
 from workers.postgres.retention import apply_retention
-from workers.postgres.sink import PostgresSink, QueueStatistics
+from workers.postgres.sink import PostgresSink
 from workers.settings import Settings
-from workers.stream.consumer_loop import WindowedJoin
-from workers.stream.decode import Decoder
-from workers.stream.window import WindowBuffer, WindowContents
+from workers.stream.chain import ChainParts
+from workers.stream.consumer_loop import ConsumerLoop
+from workers.stream.decode import DeadLetter, Decoder
 from workers.telemetry import WorkerTelemetry
 
 log = logging.getLogger("feedbackflow.worker")
@@ -60,25 +61,15 @@ class Worker:
     clock: Clock = field(default_factory=SystemClock)
     telemetry: WorkerTelemetry = field(default_factory=WorkerTelemetry)
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
-    pipeline: WindowedJoin | None = None
+    loop: ConsumerLoop | None = None
+    sink: PostgresSink | None = None
     _dead_letter_producer: AIOKafkaProducer | None = None
-    # Shared by the worker's sinks, one per window in flight: both describe the database.
-    _partitions: PartitionCatalog = field(default_factory=PartitionCatalog)
-    _queue: QueueStatistics = field(default_factory=QueueStatistics)
 
     @property
     def topics(self) -> TopicNames:
         return TopicNames(self.settings.topic_prefix)
 
-    async def _connect_sink(self) -> PostgresSink:
-        conn = await asyncpg.connect(self.settings.database_url)
-        return PostgresSink(
-            conn, self.registry.pipeline.retention, partitions=self._partitions, queue=self._queue
-        )
-
-    async def _publish_dead_letters(self, contents: WindowContents) -> None:
-        """Mirror dead letters to the dead-letter topic (after the Postgres commit: the table is
-        the record; the topic is for alerting and replay tools, at least once)."""
+    async def _publish_dead_letters(self, dead_letters: Sequence[DeadLetter]) -> None:
         producer = self._dead_letter_producer
         if producer is None:
             return
@@ -96,21 +87,21 @@ class Worker:
                     ),
                 ],
             )
-            for d in contents.dead_letters
+            for d in dead_letters
         ]
         await asyncio.gather(*futures)
 
     def healthy(self) -> tuple[bool, str]:
         """Healthy while the consume loop turns; a loop stuck for a minute is not."""
-        if self.pipeline is None:
+        if self.loop is None:
             return False, "starting"
-        stalled = time.monotonic() - self.pipeline.last_progress
+        stalled = time.monotonic() - self.loop.last_progress
         if stalled > 60:
             return False, f"consume loop has not turned for {stalled:.0f}s"
         return True, "ok"
 
     async def run(self) -> None:
-        settings, pipeline_config = self.settings, self.registry.pipeline
+        settings, pipeline = self.settings, self.settings.pipeline
         conn = await asyncpg.connect(settings.database_url)
         try:
             await migrate(conn)
@@ -136,42 +127,44 @@ class Worker:
             acks="all",
             linger_ms=5,
         )
-        window = WindowBuffer(
-            length_seconds=pipeline_config.window.total_seconds(),
-            max_events=pipeline_config.max_window_events,
-            monotonic=time.monotonic,
-        )
-        self.pipeline = WindowedJoin(
+        self.sink = sink = PostgresSink(settings.database_url, pipeline.retention)
+        parts = ChainParts(
             consumer=consumer,
-            topics=self.topics.inputs,
-            sink_connect=self._connect_sink,
-            decoder=Decoder(self.registry, self.topics),
-            window=window,
+            decoder=Decoder(self.registry, self.topics, pipeline.retention),
+            sink=sink,
+            publish_dead_letters=self._publish_dead_letters,
             clock=self.clock,
             telemetry=self.telemetry,
-            publish_dead_letters=self._publish_dead_letters,
-            max_windows_in_flight=pipeline_config.windows_in_flight,
+            pipeline=pipeline,
+            partition_of=TopicPartition,
+        )
+        self.loop = ConsumerLoop(
+            consumer,
+            self.topics.inputs,
+            parts.build,
+            self.telemetry,
+            fetch_max_records=pipeline.fetch_max_records,
+            revoke_flush_seconds=pipeline.revoke_flush_seconds,
         )
         await producer.start()
         self._dead_letter_producer = producer
-        self.pipeline.subscribe()
+        self.loop.subscribe()
         await consumer.start()
         refetch_drained_partitions_sooner(consumer)
         try:
-            await self.pipeline.run(self.stopping)
+            await self.loop.run(self.stopping)
         finally:
             await consumer.stop()
             await producer.stop()
-            for sink in self.pipeline.idle_sinks:
-                await sink.conn.close()
+            await sink.close()
 
     async def apply_retention(self) -> None:
-        """Expire pending feedback past retention and drop old day partitions (hourly timer)."""
+        """Expire pending feedback past retention and drop old day partitions (on a timer)."""
         try:
             conn = await asyncpg.connect(self.settings.database_url)
             try:
                 result = await apply_retention(
-                    conn, self.registry.pipeline.retention, self.clock.now()
+                    conn, self.settings.pipeline.retention, self.clock.now()
                 )
             finally:
                 await conn.close()

@@ -1,8 +1,12 @@
-"""PostgresSink: writes one window in one transaction, idempotently.
+"""PostgresSink: writes one window in one transaction, idempotently, on connections it owns.
 
 The caller commits Kafka offsets only after ``write`` returns: a crash before that replays the
 window, and the replay inserts nothing new (ids are idempotency keys), so Postgres holds every
 event exactly once from an at-least-once stream.
+
+``PostgresSink`` is the ``workers.stream.sink.Sink`` the worker uses: one ``SinkConnection`` per
+window in flight, opened on demand, reused, and closed when it fails.  ``SinkConnection`` writes
+windows on one given connection (the bench and tests time and probe it directly).
 """
 
 from __future__ import annotations
@@ -18,20 +22,8 @@ import asyncpg
 from workers.postgres import join_sql
 from workers.postgres.partitions import PartitionCatalog, day_of, days_of
 from workers.stream.decode import FeedbackRow, PredictionRow, as_time
+from workers.stream.sink import SinkUnavailable, WindowOutcome
 from workers.stream.window import WindowContents
-
-
-@dataclass(frozen=True)
-class WindowOutcome:
-    """What one window changed in Postgres (replays count zero)."""
-
-    predictions_inserted: int
-    feedback_inserted: int
-    dead_letters_inserted: int
-    resolved: Counter[str]
-    expired_unmatched: int
-    feedback_queued: int = 0  # stored pending: its prediction was not written yet
-
 
 DEDUPE_SPAN = timedelta(days=1)  # join_sql.DEDUPE_SPAN
 QUEUE_STATS_MIN_CHANGES = 1000
@@ -57,6 +49,21 @@ def _count(status: str) -> int:
     return int(status.rsplit(" ", 1)[-1])
 
 
+# Retried by class, never by message text: the connection went away, or Postgres asks for a retry.
+RETRYABLE = (
+    OSError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.SerializationError,
+    asyncpg.DeadlockDetectedError,
+    # Another worker wrote the same event at the same moment (join_sql.py): the retry finds its
+    # committed copy and skips it.
+    asyncpg.UniqueViolationError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.AdminShutdownError,
+)
+
+
 @dataclass
 class QueueStatistics:
     """What a worker knows of the pending queue's size.  One per database, shared by the sinks
@@ -66,7 +73,9 @@ class QueueStatistics:
     changes: float = QUEUE_STATS_MIN_CHANGES  # rows in or out since then: refresh at once
 
 
-class PostgresSink:
+class SinkConnection:
+    """Writes windows on one connection, whose staging tables it creates once."""
+
     def __init__(
         self,
         conn: asyncpg.Connection,
@@ -97,8 +106,8 @@ class PostgresSink:
         resolve_after: Callable[[], Awaitable[object]] | None = None,
     ) -> WindowOutcome:
         """Write the window in one transaction.  ``resolve_after``, if given, is awaited before
-        the window resolves any feedback: the pipeline passes the commit of the window before,
-        so that resolution runs in window order (see WindowedJoin._close_window)."""
+        the window resolves any feedback: the writer passes the commit of the window before,
+        so that resolution runs in window order (workers.stream.window_writer)."""
         conn = self.conn
         if not self._staged:
             await conn.execute(join_sql.CREATE_STAGING)
@@ -199,3 +208,58 @@ class PostgresSink:
             *id_bounds,
         )
         return Counter({r["status"]: r["feedback"] for r in rows})
+
+
+class PostgresSink:
+    """The worker's sink: connections to ``database_url``, one per window being written."""
+
+    def __init__(self, database_url: str, retention: timedelta) -> None:
+        self.database_url = database_url
+        self.retention = retention
+        # Shared by the connections: both describe the database, not a connection.
+        self.partitions = PartitionCatalog()
+        self.queue = QueueStatistics()
+        self._idle: list[SinkConnection] = []
+
+    @property
+    def idle_connections(self) -> int:
+        return len(self._idle)
+
+    async def write(
+        self,
+        contents: WindowContents,
+        now: datetime,
+        resolve_after: Callable[[], Awaitable[object]] | None = None,
+    ) -> WindowOutcome:
+        writer: SinkConnection | None = self._idle.pop() if self._idle else None
+        try:
+            if writer is None:
+                writer = SinkConnection(
+                    await asyncpg.connect(self.database_url),
+                    self.retention,
+                    partitions=self.partitions,
+                    queue=self.queue,
+                )
+            outcome = await writer.write(contents, now, resolve_after)
+        except RETRYABLE as exc:
+            if writer is not None:
+                await _close(writer.conn)
+            raise SinkUnavailable(f"window write failed: {exc!r}") from exc
+        except BaseException:
+            if writer is not None:  # mid-transaction, maybe cancelled: no await, just close
+                writer.conn.terminate()
+            raise
+        self._idle.append(writer)
+        return outcome
+
+    async def close(self) -> None:
+        idle, self._idle = self._idle, []
+        for writer in idle:
+            await _close(writer.conn)
+
+
+async def _close(conn: asyncpg.Connection) -> None:
+    try:
+        await conn.close(timeout=2)
+    except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+        conn.terminate()

@@ -1,8 +1,9 @@
 """Decode: Kafka records in, rows ready for COPY or dead letters out.  Pure, no I/O.
 
-This is the only per-event Python work on the hot path: one ``model_validate_json`` and a metric
-check per message.  Every failure becomes a ``DeadLetter`` carrying the original bytes, the field
-at fault and the reason -- a bad message is recorded and counted, it never stops the partition.
+This is the only per-event Python work on the hot path: the wire models' JSON validation and a
+metric check per message.  Every failure becomes a ``DeadLetter`` carrying the original bytes,
+the field at fault and the reason: a bad message is recorded and counted, it never stops the
+partition.
 """
 
 from __future__ import annotations
@@ -154,10 +155,10 @@ def _validation_reason(exc: ValidationError) -> tuple[str, str]:
 class Decoder:
     """Turns records of the two input topics into rows; the clock and config are injected."""
 
-    def __init__(self, registry: MetricRegistry, topics: TopicNames) -> None:
+    def __init__(self, registry: MetricRegistry, topics: TopicNames, retention: timedelta) -> None:
         self.registry = registry
         self.topics = topics
-        self.retention = registry.pipeline.retention
+        self.retention = retention
 
     def decode(self, records: Iterable[KafkaRecord], now: datetime) -> DecodedBatch:
         batch = DecodedBatch()

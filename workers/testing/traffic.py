@@ -13,7 +13,7 @@ import random
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple
 
 from aiokafka import AIOKafkaProducer
@@ -27,6 +27,7 @@ from workers.stream.decode import DecodedBatch, Decoder
 FEEDBACK_SHARE = 0.30
 EARLY_SHARE = 0.20
 PARTITIONS = 4
+RETENTION = timedelta(days=90)
 
 METRICS_TOML = """
 [metrics.haiku_rating]
@@ -56,14 +57,9 @@ def config_toml(
     )
 
 
-def registry(window: str = "1s", max_window_events: int = 50_000) -> MetricRegistry:
+def registry() -> MetricRegistry:
     return registry_from_mapping(
         {
-            "pipeline": {
-                "window": window,
-                "retention": "90d",
-                "max_window_events": max_window_events,
-            },
             "metrics": {
                 "haiku_rating": {"type": "boolean", "level": "inference", "optimize": "max"},
                 "haiku_stars": {"type": "float", "min": 1, "max": 5, "optimize": "max"},
@@ -214,7 +210,8 @@ def as_records(messages: Iterable[Message], topics: TopicNames) -> list[Record]:
 
 def decode(messages: Sequence[Message], topics: TopicNames, reg: MetricRegistry) -> DecodedBatch:
     """The rows the worker would write for these messages (its own decoder)."""
-    batch = Decoder(reg, topics).decode(as_records(messages, topics), datetime.now(UTC))
+    decoder = Decoder(reg, topics, RETENTION)
+    batch = decoder.decode(as_records(messages, topics), datetime.now(UTC))
     if batch.dead_letters:
         raise RuntimeError(f"bench data produced dead letters: {batch.dead_letters[0].reason}")
     return batch

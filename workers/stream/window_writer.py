@@ -1,0 +1,145 @@
+"""WindowWriter: closed windows into the sink, a few at once, handed on in window order.
+
+Each window is written in its own transaction, on its own connection, while the loop fills the
+next: that lets this process decode while Postgres, another process, writes on the other cores
+(docs/performance.md measures one against two in flight).  More than ``max_in_flight`` at once
+is ``MessageRejected``: the window stays closed, the loop stops fetching, and memory stays
+bounded by the window cap (the filling window plus those in flight).
+
+Writes may finish in any order; they are handed on (and so their offsets committed) in window
+order, so a committed offset always means every earlier record is in Postgres.  Feedback is
+resolved in window order too: a window's resolution waits for the window before it to commit.
+Feedback handed on just after its prediction lands in the next window, and whichever of the two
+resolved first decided its path; the later one first, and it went through the pending queue (in
+a test, 814 of 6,000).  Waiting costs nothing: the two transactions took the resolution lock one
+after the other anyway, and COPY and the prediction inserts still run side by side.
+
+A write the sink calls retryable (``SinkUnavailable``) is retried with back-off; any other
+failure, or the last attempt's, surfaces at the next ``poll`` and abandons the later windows: the
+replay from the last committed offsets writes them again, idempotently.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from dataclasses import dataclass
+
+from workers.clock import Clock
+from workers.stream.messages import WrittenWindow
+from workers.stream.sink import Sink, SinkUnavailable, WindowOutcome
+from workers.stream.step import MessageRejected, Step, seconds_left
+from workers.stream.window import WindowContents
+from workers.telemetry import WorkerTelemetry
+
+log = logging.getLogger("feedbackflow.worker")
+
+
+@dataclass(frozen=True)
+class Retry:
+    """How a window write is retried when the sink is unavailable."""
+
+    attempts: int = 8
+    first_delay: float = 0.2
+    max_delay: float = 10.0
+
+
+class WindowWriter:
+    def __init__(
+        self,
+        sink: Sink,
+        next_step: Step[WrittenWindow],
+        clock: Clock,
+        telemetry: WorkerTelemetry,
+        max_in_flight: int,
+        retry: Retry,
+    ) -> None:
+        if not 1 <= max_in_flight <= 2:
+            # WindowBuffer drops ids of the one window before: the only one that can be
+            # uncommitted when the next is written, with two in flight at most.
+            raise ValueError(f"windows in flight must be 1 or 2, not {max_in_flight}")
+        self.sink = sink
+        self.next_step = next_step
+        self.clock = clock
+        self.telemetry = telemetry
+        self.max_in_flight = max_in_flight
+        self.retry = retry
+        self._in_flight: deque[asyncio.Task[WrittenWindow]] = deque()
+        # Set once the newest window submitted so far has committed (or failed).
+        self._last_written: asyncio.Event | None = None
+
+    def submit(self, message: WindowContents) -> None:
+        if len(self._in_flight) >= self.max_in_flight:
+            raise MessageRejected
+        before, written = self._last_written, asyncio.Event()
+        self._last_written = written
+        self._in_flight.append(
+            asyncio.create_task(self._write(message, before, written), name="window-write")
+        )
+
+    def demand(self) -> int:
+        return self.next_step.demand()
+
+    async def poll(self, wait: float = 0.0) -> None:
+        if wait and self._in_flight and not self._in_flight[0].done():
+            await asyncio.wait([self._in_flight[0]], timeout=wait)
+        while self._in_flight and self._in_flight[0].done():
+            task = self._in_flight.popleft()
+            try:
+                written = task.result()
+            except BaseException:
+                self.terminate()
+                raise
+            self.next_step.submit(written)
+        await self.next_step.poll()
+
+    async def join(self, deadline: float | None) -> None:
+        while self._in_flight:
+            left = seconds_left(deadline, time.monotonic())
+            await asyncio.wait([self._in_flight[0]], timeout=left)
+            await self.poll()
+        await self.next_step.join(deadline)
+
+    def terminate(self) -> None:
+        for task in self._in_flight:
+            task.cancel()  # the sink closes a connection cancelled mid-transaction
+        self._in_flight.clear()
+        self._last_written = None
+        self.next_step.terminate()
+
+    async def _write(
+        self, contents: WindowContents, before: asyncio.Event | None, written: asyncio.Event
+    ) -> WrittenWindow:
+        started = time.perf_counter()
+        try:
+            outcome = await self._write_with_retries(contents, before)
+        finally:
+            written.set()  # failed or not: a later window never waits on it for ever
+        seconds = time.perf_counter() - started
+        self.telemetry.window_write_seconds.observe(seconds)
+        return WrittenWindow(contents, outcome, seconds)
+
+    async def _write_with_retries(
+        self, contents: WindowContents, before: asyncio.Event | None
+    ) -> WindowOutcome:
+        resolve_after = None if before is None else before.wait
+        retry, delay = self.retry, self.retry.first_delay
+        for attempt in range(1, retry.attempts + 1):
+            try:
+                return await self.sink.write(contents, self.clock.now(), resolve_after)
+            except SinkUnavailable as exc:
+                self.telemetry.windows.labels("retried").inc()
+                if attempt == retry.attempts:
+                    self.telemetry.windows.labels("failed").inc()
+                    raise
+                log.warning(
+                    "window write failed (attempt %d): %r; retrying in %.1fs",
+                    attempt,
+                    exc.__cause__ or exc,
+                    delay,
+                )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, retry.max_delay)
+        raise AssertionError("unreachable")  # pragma: no cover
