@@ -26,7 +26,9 @@ from __future__ import annotations
 from functools import cache
 from typing import Literal
 
+from workers import time_spans
 from workers.stream.decode import DeadLetter, FeedbackRow, PredictionRow
+from workers.time_spans import sql_interval
 
 # What the worker stages (COPY), and what the window's SQL writes to the tables: the staged
 # columns plus what follows from them (STAGED_PREDICTIONS, STAGED_FEEDBACK).
@@ -68,7 +70,8 @@ def _same_feedback(a: str, b: str) -> str:
 def _time(micros: str) -> str:
     """A staged time in micros as a timestamptz.  interval * bigint is exact for any such count
     (below 2^53), and the join key and the kind of a target are spelled here too: per window in
-    Postgres rather than per event in Python (str(UUID) alone was 5% of the worker, py-spy)."""
+    Postgres rather than per event in Python (str(UUID) alone was a measurable share of the
+    worker's time in py-spy; docs/performance.md)."""
     return f"timestamptz 'epoch' + {micros} * interval '1 microsecond'"
 
 
@@ -111,12 +114,13 @@ STAGED_FEEDBACK = f"(SELECT {_FEEDBACK_AS_STORED} FROM stage_feedback OFFSET 0)"
 
 
 # Each window's statements are planned with its own bounds: a generic plan of a prepared
-# statement cannot prune partitions by them and was measured 25x slower (docs/performance.md).
-# They run once each: compiling them (JIT) costs 10-50 ms and is never paid back.  And they
-# reach stored rows by index only: a day partition that statistics say is empty (an ANALYZE
-# ran before its first row) made the planner scan it whole for each staged row, while the same
-# statement filled it: quadratic, 1.9 s for the first 15k-feedback window of the day instead of
-# 0.15 (tests/integration/test_empty_partitions.py).  Staging tables are read whole either way.
+# statement cannot prune partitions by them and was measured many times slower.  They run once
+# each: compiling them (JIT) is a cost that a single run never pays back.  And they reach stored
+# rows by index only: a day partition that statistics say is empty (an ANALYZE ran before its
+# first row) made the planner scan it whole for each staged row, while the same statement
+# filled it: quadratic in the window, and many times slower than index look-ups
+# (tests/integration/test_empty_partitions.py).  Staging tables are read whole either way.
+# The measurements are in docs/performance.md.
 CREATE_STAGING = f"""
 SET plan_cache_mode = force_custom_plan;
 SET jit = off;
@@ -144,16 +148,19 @@ CREATE INDEX IF NOT EXISTS stage_queued_key ON stage_queued (feedback_id);
 # bounds ($-parameters computed from the window), so the planner prunes to the two or three day
 # partitions the window touches before it chooses a join.  Without them it either hashes every
 # partition (the whole history, once per window) or probes all ~90 per row (run-time pruning
-# of a 90-way Append costs ~0.3 ms per row, 300x the index probe; docs/performance.md).
+# of a 90-way Append, redone for every row, costs far more than the index probe it leads to;
+# docs/performance.md).
 #
 # A window holds each id once (WindowBuffer), so the only copies an insert can meet are stored
 # ones, which those look-ups find, and one that another worker is writing at the same moment
 # (the old and the new owner of a partition during a rebalance).  So the inserts carry no
-# ON CONFLICT clause: its speculative insertion cost a third of INSERT_PREDICTIONS and a fifth of
-# INSERT_FEEDBACK (docs/performance.md).  A concurrent copy instead makes the insert wait for the
-# other transaction and, once that commits, fail with unique_violation; the worker retries the
-# window (its RETRYABLE errors), and the retry's look-up finds the committed copy.
-DEDUPE_SPAN = "interval '1 day'"
+# ON CONFLICT clause: its speculative insertion cost every row, a sizeable share of both
+# INSERT_PREDICTIONS and INSERT_FEEDBACK (docs/performance.md).  A concurrent copy instead makes
+# the insert wait for the other transaction and, once that commits, fail with unique_violation;
+# the worker retries the window (its RETRYABLE errors), and the retry's look-up finds the
+# committed copy.
+DEDUPE_SPAN = sql_interval(time_spans.DEDUPE_SPAN)
+ID_TIME_SPAN = sql_interval(time_spans.ID_TIME_SPAN)
 _TARGET = _cols(TARGET_COLUMNS)
 
 # $1, $2: the window's earliest and latest prediction time, widened by DEDUPE_SPAN.
@@ -190,9 +197,9 @@ def _as_uuid(text: str) -> str:
 
 
 # What a feedback may name, as the look-up branch that finds it.  A window's statements carry
-# only the branches its feedback needs: each branch over ~90 day partitions costs ~2 us per row
-# to rescan even when its one-time filter is false (measured: a 15k-feedback window of UUIDv7
-# targets took 11 us per row to look up with all four branches, docs/performance.md).
+# only the branches its feedback needs: each branch over ~90 day partitions costs every row a
+# rescan even when its one-time filter is false, so a window of UUIDv7 targets looked up with
+# all four branches paid for three it never used (docs/performance.md).
 TargetLookup = Literal["uuid7_id", "other_id", "join_key", "episode"]
 TARGET_LOOKUPS: tuple[TargetLookup, ...] = ("uuid7_id", "other_id", "join_key", "episode")
 
@@ -223,8 +230,8 @@ def _lookup(row: str, low: str, high: str, lookups: frozenset[TargetLookup]) -> 
         "uuid7_id": f"""({_PREDICTION}
          WHERE {row}.target_id_time IS NOT NULL AND p.prediction_id = {row}.target_prediction_id
            AND p.ts >= {low} AND p.ts <= {high}
-           AND p.ts >= {row}.target_id_time - {DEDUPE_SPAN}
-           AND p.ts <= {row}.target_id_time + {DEDUPE_SPAN}
+           AND p.ts >= {row}.target_id_time - {ID_TIME_SPAN}
+           AND p.ts <= {row}.target_id_time + {ID_TIME_SPAN}
          LIMIT 1)""",
         "other_id": f"""({_PREDICTION}
          WHERE {row}.target_id_time IS NULL AND {row}.target_prediction_id IS NOT NULL
@@ -333,22 +340,25 @@ SELECT {_QUEUED} FROM feedbackflow.pending_feedback q
 """
 
 # With a queue much larger than the window (a backfill of early feedback, a metric whose
-# predictions never come), the planner hashes the whole queue for every window: O(pending),
-# 260 ms a window with 1M queued.  Index look-ups per staged prediction are O(window) (65 ms);
-# the sink asks for them when the queue outnumbers the window's predictions (QUEUE_PROBE_RATIO).
+# predictions never come), the planner hashes the whole queue for every window: O(pending).
+# Index look-ups per staged prediction are O(window), and measured several times faster with a
+# large queue (docs/performance.md); the sink asks for them when the queue outnumbers the
+# window's predictions (QUEUE_PROBE_RATIO).
 PROBE_THE_QUEUE = "SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off"
 PLAN_FREELY = "SET LOCAL enable_hashjoin = on; SET LOCAL enable_mergejoin = on"
 
 # The queue's size swings faster than autovacuum's thresholds follow (and autovacuum may be off):
-# with stale statistics the planner read the whole queue to gather a window's queued feedback
-# (170 ms instead of 5 ms).  The sink refreshes them when the queue has changed enough.
+# with stale statistics the planner read the whole queue to gather a window's queued feedback,
+# many times slower than with fresh ones (docs/performance.md).  The sink refreshes them when
+# the queue has changed enough.
 ANALYZE_QUEUE = "ANALYZE feedbackflow.pending_feedback"
 QUEUE_SIZE_ESTIMATE = (
     "SELECT reltuples FROM pg_class WHERE oid = 'feedbackflow.pending_feedback'::regclass"
 )
 
 # Rows inserted in this transaction are in no statistics: without its real size the planner has
-# looped over a whole staging table per row (measured 40x slower windows).
+# looped over a whole staging table per row, which made whole windows many times slower
+# (docs/performance.md).
 ANALYZE_QUEUED = "ANALYZE stage_queued"
 
 # The gathered feedback's time bounds, and which look-up branches it needs (TargetLookup).
@@ -368,7 +378,7 @@ def resolve_queued(lookups: frozenset[TargetLookup]) -> str:
     """Resolve the gathered feedback, with look-ups for the target kinds it has.
 
     $1: retention, $2: now, $3/$4: the queued feedback's earliest and latest time, $5/$6: the
-    earliest and latest time their UUIDv7 targets carry, widened by DEDUPE_SPAN.
+    earliest and latest time their UUIDv7 targets carry, widened by ID_TIME_SPAN.
     """
     return f"""{STATEMENT_NAME}RESOLVE_QUEUED
 WITH found AS (

@@ -24,8 +24,8 @@ from workers.postgres.partitions import PartitionCatalog, day_of, days_of
 from workers.stream.decode import FeedbackRow, PredictionRow, as_time
 from workers.stream.sink import SinkUnavailable, WindowOutcome
 from workers.stream.window import WindowContents
+from workers.time_spans import DEDUPE_SPAN, ID_TIME_SPAN
 
-DEDUPE_SPAN = timedelta(days=1)  # join_sql.DEDUPE_SPAN
 QUEUE_STATS_MIN_CHANGES = 1000
 # Above this many queued feedback per prediction of the window, gathering the queued feedback the
 # window resolves looks each prediction up in the queue's indexes instead of reading the queue.
@@ -37,11 +37,11 @@ _FEEDBACK_TS = itemgetter(FeedbackRow._fields.index("ts"))
 _TARGET_ID_TIME = itemgetter(FeedbackRow._fields.index("target_id_time"))
 
 
-def _span(times: Iterable[int]) -> tuple[datetime, datetime]:
-    """Earliest and latest of ``times`` (micros), widened by the dedupe span: constant partition
-    bounds for the window's statements."""
+def _span(times: Iterable[int], widen: timedelta = DEDUPE_SPAN) -> tuple[datetime, datetime]:
+    """Earliest and latest of ``times`` (micros), widened: constant partition bounds for the
+    window's statements."""
     seen = list(times)
-    return as_time(min(seen)) - DEDUPE_SPAN, as_time(max(seen)) + DEDUPE_SPAN
+    return as_time(min(seen)) - widen, as_time(max(seen)) + widen
 
 
 def _count(status: str) -> int:
@@ -161,7 +161,8 @@ class SinkConnection:
         ):
             if rows:
                 # Plain tuples: asyncpg reads a tuple subclass's items through the slow generic
-                # path (measured 0.5 us per row more than the copy to tuples costs).
+                # path, which was measured to cost more per row than the copy to tuples
+                # (docs/performance.md).
                 await self.conn.copy_records_to_table(
                     table, records=map(tuple, rows), columns=columns
                 )
@@ -174,7 +175,8 @@ class SinkConnection:
             for f in contents.feedback
         )
         id_times = [t for t in map(_TARGET_ID_TIME, contents.feedback) if t is not None]
-        id_bounds = _span(id_times) if id_times else ()  # $5, $6 exist with a UUIDv7 look-up
+        # $5, $6 exist with a UUIDv7 look-up.
+        id_bounds = _span(id_times, ID_TIME_SPAN) if id_times else ()
         rows = await self.conn.fetch(
             join_sql.insert_feedback(lookups), low, high, self.retention, now, *id_bounds
         )
@@ -198,7 +200,10 @@ class SinkConnection:
         lookups = frozenset(name for name in join_sql.TARGET_LOOKUPS if bounds[name])
         id_bounds: tuple[datetime, ...] = ()  # $5, $6 exist with a UUIDv7 look-up
         if bounds["id_time_min"] is not None:
-            id_bounds = (bounds["id_time_min"] - DEDUPE_SPAN, bounds["id_time_max"] + DEDUPE_SPAN)
+            id_bounds = (
+                bounds["id_time_min"] - ID_TIME_SPAN,
+                bounds["id_time_max"] + ID_TIME_SPAN,
+            )
         rows = await conn.fetch(
             join_sql.resolve_queued(lookups),
             self.retention,

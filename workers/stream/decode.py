@@ -21,13 +21,10 @@ from pydantic_core import to_json
 from ingest.metrics.registry import FieldError, MetricRegistry
 from ingest.topics import TopicNames
 from ingest.wire.events import Feedback, Prediction, error_text
+from workers.time_spans import ID_TIME_SPAN, MAX_FUTURE_SKEW
 
 log = logging.getLogger("feedbackflow.decode")
 
-# Event times further ahead than this are a producer's clock bug, not data to keep.
-MAX_FUTURE_SKEW = timedelta(days=1)
-# A UUIDv7 prediction id carries a time; feedback finds its prediction within this span of it.
-ID_TIME_SPAN = timedelta(days=1)
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 MICROSECOND = timedelta(microseconds=1)
 ID_TIME_SPAN_MICROS = ID_TIME_SPAN // MICROSECOND
@@ -36,10 +33,10 @@ ID_TIME_SPAN_MICROS = ID_TIME_SPAN // MICROSECOND
 def micros(at: datetime) -> int:
     """A time as rows carry it: microseconds since the Unix epoch.
 
-    asyncpg's COPY encodes a datetime in Python-level steps (~0.5 us a value, two per feedback
-    row, measured) and an integer in a few instructions; the window's SQL turns the integers
-    back into times once (join_sql.STAGED_PREDICTIONS).  Integers also compare and bound a
-    window (min, max, days) without a call per row."""
+    asyncpg's COPY encodes a datetime in Python-level steps, a measurable cost per value and row
+    (docs/performance.md), and an integer in a few instructions; the window's SQL turns the
+    integers back into times once (join_sql.STAGED_PREDICTIONS).  Integers also compare and bound
+    a window (min, max, days) without a call per row."""
     return (at - EPOCH) // MICROSECOND
 
 
@@ -70,7 +67,8 @@ class PredictionRow(NamedTuple):
 
     prediction_id: UUID
     # None: no join key was chosen, and the key is the id as text, which the window's SQL spells
-    # (join_sql.STAGED_PREDICTIONS): str(UUID) cost 5% of the worker's time (py-spy).
+    # (join_sql.STAGED_PREDICTIONS): str(UUID) was a measurable share of the worker's time in
+    # py-spy (docs/performance.md).
     join_key: str | None
     ts: int  # micros: the event time
     episode_id: UUID | None
@@ -110,12 +108,13 @@ class FeedbackRow(NamedTuple):
 
 
 # The models' own validators, called directly: the same validation as ``model_validate_json``
-# without that method's Python wrapper, which cost 0.45 of the 3.6 us a prediction took.
+# without that method's Python wrapper, which cost a measurable share of a prediction's
+# validation (docs/performance.md).
 _validate_prediction = Prediction.__pydantic_validator__.validate_json
 _validate_feedback = Feedback.__pydantic_validator__.validate_json
 
 # Rows are built with tuple.__new__: a NamedTuple's own constructor is a Python function, which
-# cost ~0.2 us a row, a fifth of all the work a prediction needs after validation.
+# cost a measurable share of a prediction's decode (docs/performance.md).
 _row = tuple.__new__
 
 
@@ -196,7 +195,8 @@ class Decoder:
 
     # The two methods below run once per event and are written for it: the helpers they would
     # call (time in micros, its bounds, a UUIDv7's time, JSON text) are spelled inline, since
-    # each Python call costs ~0.1 us here, and a prediction's whole decode ~4.
+    # each Python call here is a measurable part of a prediction's whole decode
+    # (docs/performance.md).
     def _prediction(self, record: KafkaRecord, read_at: int, bounds: _TimeBounds) -> PredictionRow:
         raw = record.value or b""
         event: Prediction = _validate_prediction(raw)
@@ -224,8 +224,9 @@ class Decoder:
                 event.episode_id,
                 event.application,
                 event.model,
-                # JSON text for the jsonb columns; pydantic-core's encoder is ~6x the stdlib's
-                # per call, and empty maps (most tags) skip it.
+                # JSON text for the jsonb columns; pydantic-core's encoder is several times
+                # faster than the stdlib's per call (docs/performance.md), and empty maps (most
+                # tags) skip it.
                 to_json(inputs).decode() if inputs else "{}",
                 to_json(outputs).decode() if outputs else "{}",
                 to_json(tags).decode() if tags else "{}",
@@ -294,9 +295,9 @@ class Decoder:
 
 # JSON can carry the NUL character (as this escape; raw control characters are invalid JSON),
 # but Postgres text and jsonb cannot: one such event failed its whole window, and every replay of
-# it, for ever.  A payload without a backslash cannot hold it (one memchr, 0.02 us; looking for
-# the whole escape costs 0.2); one with the escape's bytes is searched for a real NUL, since the
-# bytes may also be an escaped backslash.
+# it, for ever.  A payload without a backslash cannot hold it (one memchr, much cheaper than
+# looking for the whole escape; docs/performance.md); one with the escape's bytes is searched
+# for a real NUL, since the bytes may also be an escaped backslash.
 BACKSLASH = ord("\\")
 NUL_ESCAPE = b"\\u0000"
 
@@ -348,7 +349,8 @@ class _TimeBounds(NamedTuple):
                 f"{as_time(at).isoformat()} is older than the {_days(retention)} retention",
             )
         return FieldError(
-            "timestamp", f"{as_time(at).isoformat()} is more than 1 day in the future"
+            "timestamp",
+            f"{as_time(at).isoformat()} is more than {_days(MAX_FUTURE_SKEW)} in the future",
         )
 
 
