@@ -31,6 +31,13 @@ test: $(STAMP) lint typecheck
 	$(BIN)/feedbackflow schemas --check
 	$(BIN)/python -m pytest
 
+unit: $(STAMP)
+	$(BIN)/python -m pytest tests/unit
+
+integration: $(STAMP)
+	deploy/dev/ensure-prometheus
+	$(BIN)/python -m pytest tests/integration
+
 bench: $(STAMP)
 	$(BIN)/python -m bench.run
 

@@ -70,8 +70,9 @@ class ConfigError(ValueError):
 class TypedValue(NamedTuple):
     """A feedback value sorted into the column its type is stored in.
 
-    A tuple, built without a Python-level constructor where it is built per event (a frozen
-    dataclass cost 0.5 of the 0.95 us that checking a feedback took)."""
+    A tuple, built without a Python-level constructor where it is built per event: a frozen
+    dataclass's constructor was a large share of what checking a feedback cost
+    (docs/performance.md)."""
 
     boolean: bool | None = None
     number: float | None = None
@@ -106,19 +107,7 @@ class Metric:
                     raise ValueError(f"metric {self.name!r} is boolean; got {_kind(value)}")
                 return _TRUE if value else _FALSE
             case "float":
-                if isinstance(value, bool) or not isinstance(value, int | float):
-                    raise ValueError(f"metric {self.name!r} is a number; got {_kind(value)}")
-                try:
-                    number = float(value)
-                except OverflowError:
-                    raise ValueError(f"metric {self.name!r}: {value} is too large") from None
-                if not math.isfinite(number):
-                    raise ValueError(f"metric {self.name!r} must be finite")
-                if self.minimum is not None and number < self.minimum:
-                    raise ValueError(f"metric {self.name!r}: {number} is below min {self.minimum}")
-                if self.maximum is not None and number > self.maximum:
-                    raise ValueError(f"metric {self.name!r}: {number} is above max {self.maximum}")
-                return _new(TypedValue, (None, number, None, None))
+                return _new(TypedValue, (None, self._number(value), None, None))
             case "categorical":
                 if not isinstance(value, str) or value not in self.categories:
                     raise ValueError(
@@ -132,16 +121,34 @@ class Metric:
             case "demonstration":
                 return _new(TypedValue, (None, None, None, value))
             case "json":
-                if self._validator is not None:
-                    error = jsonschema.exceptions.best_match(self._validator.iter_errors(value))
-                    if error is not None:
-                        where = "/".join(str(p) for p in error.absolute_path) or "(root)"
-                        raise ValueError(
-                            f"metric {self.name!r}: value at {where} does not match its schema: "
-                            f"{error.message}"
-                        )
+                self._match_schema(value)
                 return _new(TypedValue, (None, None, None, value))
         raise AssertionError(self.type)  # pragma: no cover - exhaustive match
+
+    def _number(self, value: Any) -> float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ValueError(f"metric {self.name!r} is a number; got {_kind(value)}")
+        try:
+            number = float(value)
+        except OverflowError:
+            raise ValueError(f"metric {self.name!r}: {value} is too large") from None
+        if not math.isfinite(number):
+            raise ValueError(f"metric {self.name!r} must be finite")
+        if self.minimum is not None and number < self.minimum:
+            raise ValueError(f"metric {self.name!r}: {number} is below min {self.minimum}")
+        if self.maximum is not None and number > self.maximum:
+            raise ValueError(f"metric {self.name!r}: {number} is above max {self.maximum}")
+        return number
+
+    def _match_schema(self, value: Any) -> None:
+        if self._validator is None:
+            return
+        error = jsonschema.exceptions.best_match(self._validator.iter_errors(value))
+        if error is not None:
+            where = "/".join(str(p) for p in error.absolute_path) or "(root)"
+            raise ValueError(
+                f"metric {self.name!r}: value at {where} does not match its schema: {error.message}"
+            )
 
 
 @dataclass(frozen=True)

@@ -15,11 +15,11 @@ def tune_gc_for_windows(max_window_events: int) -> None:
     threshold in *net* new tracked objects (allocations minus deallocations), and what a window
     keeps -- rows of tuples and UUIDs, none in a cycle -- is freed by reference counting once it
     is written.  With CPython's default (700) the collector re-scanned each window as it grew,
-    ~2 of the ~10 us an event cost; with 50,000 it still ran every ~17k events for 6-7 ms (0.3 us
-    an event, docs/performance.md).  A threshold above what three windows hold lets window churn
-    never trigger it, while real cyclic garbage, which reference counting never frees, still
-    does.  ``gc.freeze`` moves everything alive at start-up (faust, pydantic's schemas) out of
-    the collector's way for good."""
+    a large share of what an event cost; with 50,000 it still ran every so many events, for
+    milliseconds each time (docs/performance.md).  A threshold above what three windows hold
+    lets window churn never trigger it, while real cyclic garbage, which reference counting
+    never frees, still does.  ``gc.freeze`` moves everything alive at start-up (faust, pydantic's
+    schemas) out of the collector's way for good."""
     gc.freeze()
     young = max(GC_MIN_YOUNG_THRESHOLD, GC_OBJECTS_PER_WINDOW_EVENT * max_window_events)
     gc.set_threshold(young, 20, 100)

@@ -12,9 +12,9 @@ from workers.host.worker import Worker
 def worker_api(worker: Worker) -> FastAPI:
     api = FastAPI(title="feedbackflow worker", docs_url=None, redoc_url=None)
 
-    # Both are async: rendering takes ~0.2 ms, and a plain ``def`` endpoint runs on a thread
-    # pool, whose hand-offs took the GIL from the event loop for longer (py-spy: ~2% of the
-    # worker under a 50 ms scrape).
+    # Both are async: rendering is short, and a plain ``def`` endpoint runs on a thread pool,
+    # whose hand-offs took the GIL from the event loop for longer than the rendering itself
+    # (measured with py-spy under frequent scrapes; docs/performance.md).
     @api.get("/metrics")
     async def metrics() -> Response:
         return Response(generate_latest(worker.telemetry.registry), media_type=CONTENT_TYPE_LATEST)

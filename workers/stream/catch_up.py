@@ -4,12 +4,12 @@ A window's length batches live traffic, whose events are young.  After a restart
 backfill the worker is behind, reads in full windows (the size cap), and two rules shorten the
 wait for the backlog's last events, which are late already:
 
-- Once it has read everything, the window closes at once instead of when its time is up (with a
-  1 s window, the timer was a third of a 200k-event drain).
+- Once it has read everything, the window closes at once instead of when its time is up (the
+  wait for the timer was a large part of a drain; docs/performance.md).
 - Just before that, once the rest of the backlog is less than half of what the window already
   holds, the window closes too (once per backlog): the backlog's tail is then written as two
   windows side by side (two are written at once) instead of one big one alone while the worker
-  waits.  The last window's write was ~15% of a drain (docs/performance.md).
+  waits.  The last window's write was a sizeable part of a drain (docs/performance.md).
 
 "Behind" means a window's worth or more was waiting: live traffic never is, so its windows keep
 their length and their size.

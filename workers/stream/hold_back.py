@@ -5,8 +5,8 @@ the worker starts behind (a restart, a deploy, a rebalance, a backfill), the fee
 drains faster than the predictions topic: its messages are fewer and smaller, so each fetch
 reaches further into its history.  Feedback then overtakes the predictions it names and waits
 for them in the pending queue, which costs Postgres an insert, an update and a delete per
-feedback instead of one insert: in the bench, 58% of all feedback took that path although only
-20% was sent before its prediction (docs/performance.md).
+feedback instead of one insert: in the bench, most feedback took that path although far less
+was sent before its prediction (docs/performance.md).
 
 So a feedback record is handed to the window only once the predictions partition of the same
 number (the topics are co-partitioned) has been read up to the feedback's Kafka timestamp, or
@@ -81,8 +81,8 @@ class FeedbackHoldBack(Generic[R]):
         partition's fetched records before the next, and would keep handing over feedback while
         the predictions it waits for sit in the fetcher.  Never more feedback than there is room
         for, and only predictions once it is half full: past its bound it would have to let
-        feedback go ahead of its prediction (with a 10k window cap, half the bench's feedback
-        did, measured)."""
+        feedback go ahead of its prediction (with a small window cap, much of the bench's
+        feedback did; docs/performance.md)."""
         holding = self.holding()
         if not holding:
             return [], most
@@ -103,6 +103,14 @@ class FeedbackHoldBack(Generic[R]):
         self, batches: Mapping[Partition, list[R]], caught_up: CaughtUp
     ) -> dict[Partition, list[R]]:
         """What of ``batches`` and of the held records goes to the window now, per partition."""
+        released = self._hold_feedback(batches)
+        self._release_held(released, caught_up)
+        self._release_oldest_beyond_bound(released)
+        return {tp: records for tp, records in released.items() if records}
+
+    def _hold_feedback(self, batches: Mapping[Partition, list[R]]) -> dict[Partition, list[R]]:
+        """Feedback records join their partition's queue; the rest is released, and each
+        predictions partition's latest timestamp noted."""
         released: dict[Partition, list[R]] = {}
         for tp, records in batches.items():
             if not records:
@@ -113,12 +121,17 @@ class FeedbackHoldBack(Generic[R]):
                     self._holding_since[tp] = self.monotonic()
                 queue.extend(records)
                 self.held += len(records)
-            else:
-                released[tp] = records
-                if tp.topic == self.predictions_topic:
-                    latest = max(map(_TIMESTAMP, records))
-                    if latest > self._read_up_to.get(tp.partition, -1):
-                        self._read_up_to[tp.partition] = latest
+                continue
+            released[tp] = records
+            if tp.topic == self.predictions_topic:
+                latest = max(map(_TIMESTAMP, records))
+                if latest > self._read_up_to.get(tp.partition, -1):
+                    self._read_up_to[tp.partition] = latest
+        return released
+
+    def _release_held(self, released: dict[Partition, list[R]], caught_up: CaughtUp) -> None:
+        """Held feedback whose predictions partition is read far enough, or that waited long
+        enough, in each partition's order."""
         waited_too_long = self.monotonic() - self.max_wait_seconds
         for tp, queue in self._held.items():
             if not queue:
@@ -134,8 +147,6 @@ class FeedbackHoldBack(Generic[R]):
             while queue and queue[0].timestamp <= limit:
                 out.append(queue.popleft())
                 self.held -= 1
-        self._release_oldest_beyond_bound(released)
-        return {tp: records for tp, records in released.items() if records}
 
     def _release_oldest_beyond_bound(self, released: dict[Partition, list[R]]) -> None:
         while self.held > self.max_held:
