@@ -8,6 +8,7 @@ as far as that suite reaches.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -138,6 +139,7 @@ def loop_over(
     window: str = "60s",
     revoke_flush_seconds: float = 20.0,
     telemetry: WorkerTelemetry | None = None,
+    monotonic: Callable[[], float] = time.monotonic,
 ) -> ConsumerLoop:
     """A consumer loop and its chain as the worker builds them, on a fake consumer."""
     registry = registry_from_mapping({"metrics": {"thumbs": {"type": "boolean"}}})
@@ -161,6 +163,7 @@ def loop_over(
         parts.telemetry,
         fetch_max_records=pipeline.fetch_max_records,
         revoke_flush_seconds=revoke_flush_seconds,
+        monotonic=monotonic,
     )
 
 

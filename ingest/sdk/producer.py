@@ -26,6 +26,10 @@ from ingest.wire.events import EPOCH_NUMBERS, Feedback, Prediction, Timestamp, e
 
 _TIMESTAMP: TypeAdapter[datetime] = TypeAdapter(Timestamp, config=EPOCH_NUMBERS)
 
+BOOTSTRAP_ENV, IDEMPOTENCE_ENV = "FEEDBACKFLOW_KAFKA_BOOTSTRAP", "FEEDBACKFLOW_KAFKA_IDEMPOTENCE"
+DEFAULT_BOOTSTRAP = "127.0.0.1:9092"
+FALSE = frozenset({"false", "0", "no", "off"})
+
 
 def uuid7(now_ms: int | None = None) -> UUID:
     """RFC 9562 UUIDv7: 48-bit Unix milliseconds, version, 74 random bits."""
@@ -78,27 +82,35 @@ def build_feedback(registry: MetricRegistry | None = None, **fields: Any) -> Fee
 
 
 class FeedbackflowProducer:
-    """``async with FeedbackflowProducer(bootstrap) as ff: await ff.log_prediction(...)``.
+    """``async with FeedbackflowProducer() as ff: await ff.log_prediction(...)``.
 
     ``log_*`` return once the event is handed to the batching producer (not yet acknowledged),
     so a hot loop does not wait for a round trip per event; ``flush()`` waits for acknowledgement
     and ``close()`` flushes.  Pass the metric registry to check feedback against the metric config
-    before sending.  ``idempotent=False`` is for brokers without
-    ``InitProducerId`` (the embedded tansu broker).
+    before sending.
+
+    Where the broker is, and whether it takes idempotent producers, come from the arguments or
+    else from the environment the worker reads too (``FEEDBACKFLOW_KAFKA_BOOTSTRAP``,
+    ``FEEDBACKFLOW_KAFKA_IDEMPOTENCE``), which ``feedbackflow dev`` prints: the embedded tansu
+    broker has no ``InitProducerId``, so idempotence is off there.
     """
 
     def __init__(
         self,
-        bootstrap_servers: str,
+        bootstrap_servers: str | None = None,
         *,
         topics: TopicNames | None = None,
         registry: MetricRegistry | None = None,
         linger_ms: int = 5,
-        idempotent: bool = True,
+        idempotent: bool | None = None,
         **producer_options: Any,
     ) -> None:
         self.topics = topics or TopicNames()
         self.registry = registry
+        if bootstrap_servers is None:
+            bootstrap_servers = os.environ.get(BOOTSTRAP_ENV) or DEFAULT_BOOTSTRAP
+        if idempotent is None:
+            idempotent = os.environ.get(IDEMPOTENCE_ENV, "true").strip().lower() not in FALSE
         self._producer = AIOKafkaProducer(
             bootstrap_servers=bootstrap_servers,
             enable_idempotence=idempotent,

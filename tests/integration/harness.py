@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from ingest.metrics.registry import MetricRegistry, registry_from_mapping
 from ingest.sdk.producer import FeedbackflowProducer
@@ -134,6 +135,32 @@ async def wait_until(
             return
         await asyncio.sleep(0.1)
     raise AssertionError(f"timed out after {within}s waiting for {what}")
+
+
+async def committed_to_the_end(settings: Settings) -> bool:
+    """Whether the workers' group has committed every input partition up to its end: then
+    everything produced so far is in Postgres, and nothing more will be written."""
+    topics = TopicNames(settings.topic_prefix)
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.kafka_bootstrap,
+        group_id=settings.consumer_group,
+        enable_auto_commit=False,
+    )
+    await consumer.start()  # never subscribes: it only asks the group's coordinator
+    try:
+        await consumer.topics()  # the cluster's metadata, partitions included
+        partitions = [
+            TopicPartition(topic, p)
+            for topic in topics.inputs
+            for p in consumer.partitions_for_topic(topic) or ()
+        ]
+        ends = await consumer.end_offsets(partitions)
+        for tp in partitions:
+            if ends[tp] and (await consumer.committed(tp) or 0) < ends[tp]:
+                return False
+        return True
+    finally:
+        await consumer.stop()
 
 
 async def count(db: asyncpg.Connection, sql: str, *args: Any) -> int:

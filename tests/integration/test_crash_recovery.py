@@ -13,6 +13,7 @@ import asyncpg
 
 from tests.integration.harness import (
     PROCESS_CONFIG,
+    committed_to_the_end,
     consumed_per_metrics,
     count,
     isolated_settings,
@@ -86,7 +87,9 @@ async def test_sigkill_in_the_middle_of_a_window_loses_and_duplicates_nothing(
             3 * per_batch,
             within=60,
         )
-    await asyncio.sleep(1)
+    await wait_until(
+        lambda: committed_to_the_end(settings), within=60, what="offsets committed to the end"
+    )
     assert await count(db, "SELECT count(*) FROM feedbackflow.predictions") == 3 * per_batch
     assert await count(db, "SELECT count(*) FROM feedbackflow.feedback") == 3 * per_batch
     assert (

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import asyncpg
@@ -38,6 +38,10 @@ FETCH_MAX_WAIT_MS = 100
 # How long records a partition fetched may sit unread before aiokafka fetches for the others.
 PREFETCH_BACKOFF_SECONDS = 0.01
 
+# A consume loop that has not turned for this long is reported unhealthy: it turns at least
+# every fetch wait (half a second) even while it waits on a write.
+STALLED_AFTER_SECONDS = 60.0
+
 
 def refetch_drained_partitions_sooner(consumer: AIOKafkaConsumer) -> None:
     """Let the fetcher refill drained partitions while another still holds unread records.
@@ -61,6 +65,7 @@ class Worker:
     clock: Clock = field(default_factory=SystemClock)
     telemetry: WorkerTelemetry = field(default_factory=WorkerTelemetry)
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
+    monotonic: Callable[[], float] = time.monotonic
     loop: ConsumerLoop | None = None
     sink: PostgresSink | None = None
     _dead_letter_producer: AIOKafkaProducer | None = None
@@ -95,8 +100,8 @@ class Worker:
         """Healthy while the consume loop turns; a loop stuck for a minute is not."""
         if self.loop is None:
             return False, "starting"
-        stalled = time.monotonic() - self.loop.last_progress
-        if stalled > 60:
+        stalled = self.monotonic() - self.loop.last_progress
+        if stalled > STALLED_AFTER_SECONDS:
             return False, f"consume loop has not turned for {stalled:.0f}s"
         return True, "ok"
 
@@ -145,6 +150,7 @@ class Worker:
             self.telemetry,
             fetch_max_records=pipeline.fetch_max_records,
             revoke_flush_seconds=pipeline.revoke_flush_seconds,
+            monotonic=self.monotonic,
         )
         await producer.start()
         self._dead_letter_producer = producer

@@ -50,7 +50,7 @@ class CommitOffsets:
         written, self._written = self._written, []
         offsets: dict[Partition, int] = {}
         for window in written:
-            offsets.update(window.contents.next_offsets)
+            offsets.update(window.next_offsets)
         await self._commit(offsets)
         for window in written:
             self._observe(window)
@@ -77,9 +77,9 @@ class CommitOffsets:
         self.telemetry.last_commit.set(time.time())
 
     def _observe(self, window: WrittenWindow) -> None:
-        t, contents, outcome = self.telemetry, window.contents, window.outcome
+        t, outcome = self.telemetry, window.outcome
         t.windows.labels("written").inc()
-        t.window_events.observe(contents.events)
+        t.window_events.observe(window.events)
         t.predictions_written.inc(outcome.predictions_inserted)
         t.feedback_written.inc(outcome.feedback_inserted)
         t.feedback_queued.inc(outcome.feedback_queued)
@@ -89,9 +89,9 @@ class CommitOffsets:
         t.feedback_resolved.labels("expired", "no_prediction_within_retention").inc(
             outcome.expired_unmatched
         )
-        for dead in contents.dead_letters:
+        for dead in window.dead_letters:
             t.dead_letters.labels(dead.topic, dead.error_field).inc()
-        for tp, next_offset in contents.next_offsets.items():
+        for tp, next_offset in window.next_offsets.items():
             highwater = self.consumer.highwater(tp)
             if highwater is not None:
                 t.consumer_lag.labels(tp.topic, str(tp.partition)).set(

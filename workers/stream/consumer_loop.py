@@ -70,6 +70,7 @@ class ConsumerLoop:
         telemetry: WorkerTelemetry,
         fetch_max_records: int,
         revoke_flush_seconds: float,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.consumer = consumer
         self.topics = tuple(topics)
@@ -77,8 +78,10 @@ class ConsumerLoop:
         self.telemetry = telemetry
         self.fetch_max_records = fetch_max_records
         self.revoke_flush_seconds = revoke_flush_seconds
+        self.monotonic = monotonic
         self.chain = build_chain()
-        self.last_progress = time.monotonic()
+        # When the loop last turned: /health reports a loop that stopped turning.
+        self.last_progress = monotonic()
         # Held by whoever submits to, polls or joins the chain: the loop or a revocation.
         self._lock = asyncio.Lock()
         # A write failure met while joining on revocation, raised by the loop's next turn.
@@ -92,7 +95,7 @@ class ConsumerLoop:
         try:
             while not stopping.is_set():
                 await self._turn()
-                self.last_progress = time.monotonic()
+                self.last_progress = self.monotonic()
             async with self._lock:
                 await self.chain.head.join(deadline=None)
         except BaseException:
@@ -126,7 +129,7 @@ class ConsumerLoop:
 
     async def revoke(self) -> None:
         async with self._lock:
-            deadline = time.monotonic() + self.revoke_flush_seconds
+            deadline = time.monotonic() + self.revoke_flush_seconds  # the steps' clock
             try:
                 await self.chain.head.join(deadline)
             except FlushTimeout:

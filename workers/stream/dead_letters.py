@@ -31,8 +31,8 @@ class PublishDeadLetters:
     async def poll(self, wait: float = 0.0) -> None:
         while self._written:
             written = self._written[0]
-            if self.publish is not None and written.contents.dead_letters:
-                await self.publish(written.contents.dead_letters)
+            if self.publish is not None and written.dead_letters:
+                await self.publish(written.dead_letters)
             self.next_step.submit(self._written.pop(0))
         await self.next_step.poll()
 

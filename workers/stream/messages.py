@@ -6,9 +6,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from workers.stream.decode import DecodedBatch, KafkaRecord
+from workers.stream.decode import DeadLetter, DecodedBatch, KafkaRecord
 from workers.stream.sink import WindowOutcome
-from workers.stream.window import WindowContents
 
 # aiokafka's TopicPartition, kept abstract so that the steps are testable without Kafka.
 Partition = Any
@@ -74,8 +73,12 @@ class Decoded:
 
 @dataclass(frozen=True)
 class WrittenWindow:
-    """A window whose transaction has committed.  Writer → dead letters → commit offsets."""
+    """A window whose transaction has committed.  Writer → dead letters → commit offsets.
+    Its rows are not kept: they are in Postgres, and memory is bounded by the windows that are
+    being filled or written, not by those waiting for their offsets to be committed."""
 
-    contents: WindowContents
+    next_offsets: dict[Partition, int]
+    events: int
+    dead_letters: list[DeadLetter]
     outcome: WindowOutcome
     seconds: float

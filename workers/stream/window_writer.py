@@ -119,7 +119,9 @@ class WindowWriter:
             written.set()  # failed or not: a later window never waits on it for ever
         seconds = time.perf_counter() - started
         self.telemetry.window_write_seconds.observe(seconds)
-        return WrittenWindow(contents, outcome, seconds)
+        return WrittenWindow(
+            contents.next_offsets, contents.events, contents.dead_letters, outcome, seconds
+        )
 
     async def _write_with_retries(
         self, contents: WindowContents, before: asyncio.Event | None
