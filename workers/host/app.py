@@ -4,10 +4,11 @@ faust does what it is good at here -- the process and its lifecycle (signals, se
 shutdown), the retention timer, and the web server (our FastAPI ``/metrics`` and ``/health`` via
 ``faust.contrib.asgi.serve_asgi``).  The hot path is *not* a faust agent: faust acknowledges events
 by itself (when a stream advances, when an agent raises, in ``take()``'s ``finally:``) and hands
-each message to an agent through several tasks and queue hops, measured at ~16k events/s on this
-machine against ~285k/s for ``getmany`` plus pydantic.  So the app runs ``producer_only`` (no faust
-consumer group), and a ``WindowedJoinService`` runs our own consumer loop, which commits offsets
-only after Postgres has committed the window (docs/architecture.md, docs/performance.md).
+each message to an agent through several tasks and queue hops, an order of magnitude slower than
+``getmany`` plus pydantic on the same messages (docs/performance.md).  So the app runs
+``producer_only`` (no faust consumer group), and a ``WindowedJoinService`` runs our own consumer
+loop (``workers.stream``), which commits offsets only after Postgres has committed the window
+(docs/architecture.md).
 """
 
 from __future__ import annotations

@@ -31,9 +31,9 @@ log = logging.getLogger("feedbackflow.worker")
 
 # How long the broker may hold a fetch that finds nothing new.  aiokafka keeps one fetch in flight
 # per broker, so a fetch of partitions read to their end blocked the refetch of every other
-# partition for as long as the broker held it: with Kafka's 500 ms, draining a backlog stalled
-# for ~0.47 s whenever some partitions were read out before others (docs/performance.md).  An
-# idle worker now asks ten times a second instead of twice: nothing for a broker.
+# partition for as long as the broker held it: with Kafka's default, draining a backlog stalled
+# whenever some partitions were read out before others (docs/performance.md).  An idle worker
+# asks ten times a second instead of twice: nothing for a broker.
 FETCH_MAX_WAIT_MS = 100
 # How long records a partition fetched may sit unread before aiokafka fetches for the others.
 PREFETCH_BACKOFF_SECONDS = 0.01
@@ -49,8 +49,8 @@ def refetch_drained_partitions_sooner(consumer: AIOKafkaConsumer) -> None:
     aiokafka sends no fetch to a broker while any of its partitions holds records younger than
     a fixed 100 ms (``Fetcher._prefetch_backoff``; the consumer has no setting for it).  While a
     backlog drains, feedback partitions hold records on purpose (workers/stream/hold_back.py), so
-    every hold stalled the predictions they wait for by 100 ms: 0.3-0.45 s of a 2.3 s drain
-    (docs/performance.md).  A private attribute of a pinned dependency: the test
+    every hold stalled the predictions they wait for by that long, a measurable share of a
+    drain (docs/performance.md).  A private attribute of a pinned dependency: the test
     tests/integration/test_worker_consumer.py fails if an upgrade renames it."""
     fetcher = consumer._fetcher  # noqa: SLF001
     if not hasattr(fetcher, "_prefetch_backoff"):
