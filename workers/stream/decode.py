@@ -15,12 +15,23 @@ from datetime import UTC, datetime, timedelta
 from typing import NamedTuple, Protocol
 from uuid import UUID
 
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 from pydantic_core import to_json
 
 from ingest.metrics.registry import FieldError, MetricRegistry
 from ingest.topics import TopicNames
 from ingest.wire.events import Feedback, Prediction, error_text
+from workers.stream.json_checks import (
+    BACKSLASH,
+    INFINITY,
+    MEMBER,
+    NAN,
+    NUL_ESCAPE,
+    printable,
+    reject_duplicate_keys,
+    reject_non_finite,
+    reject_nul,
+)
 from workers.time_spans import ID_TIME_SPAN, MAX_FUTURE_SKEW
 
 log = logging.getLogger("feedbackflow.decode")
@@ -116,6 +127,7 @@ _validate_feedback = Feedback.__pydantic_validator__.validate_json
 # Rows are built with tuple.__new__: a NamedTuple's own constructor is a Python function, which
 # cost a measurable share of a prediction's decode (docs/performance.md).
 _row = tuple.__new__
+EMPTY = b"{}"
 
 
 class DeadLetter(NamedTuple):
@@ -201,7 +213,7 @@ class Decoder:
         raw = record.value or b""
         event: Prediction = _validate_prediction(raw)
         if BACKSLASH in raw and NUL_ESCAPE in raw:
-            _reject_nul(event)
+            reject_nul(event)
         timestamp = event.timestamp
         ts = record.timestamp * 1000 if timestamp is None else (timestamp - EPOCH) // MICROSECOND
         if not bounds.oldest <= ts <= bounds.newest:
@@ -214,7 +226,20 @@ class Decoder:
             and abs((n >> 80) * 1000 - ts) > ID_TIME_SPAN_MICROS
         ):
             raise _id_time_error(n >> 80, ts)
+        # JSON text for the jsonb columns; pydantic-core's encoder is several times faster
+        # than the stdlib's per call (docs/performance.md), and empty maps (most tags) skip it.
         inputs, outputs, tags = event.inputs, event.outputs, event.tags
+        inputs_json = to_json(inputs) if inputs else EMPTY
+        outputs_json = to_json(outputs) if outputs else EMPTY
+        tags_json = to_json(tags) if tags else EMPTY
+        if NAN in inputs_json or INFINITY in inputs_json:
+            reject_non_finite(inputs, "inputs")
+        if NAN in outputs_json or INFINITY in outputs_json:
+            reject_non_finite(outputs, "outputs")
+        members = len(event.__pydantic_fields_set__) + inputs_json.count(MEMBER)
+        members += outputs_json.count(MEMBER) + tags_json.count(MEMBER)
+        if raw.count(MEMBER) != members:
+            reject_duplicate_keys(raw)
         return _row(
             PredictionRow,
             (
@@ -224,12 +249,9 @@ class Decoder:
                 event.episode_id,
                 event.application,
                 event.model,
-                # JSON text for the jsonb columns; pydantic-core's encoder is several times
-                # faster than the stdlib's per call (docs/performance.md), and empty maps (most
-                # tags) skip it.
-                to_json(inputs).decode() if inputs else "{}",
-                to_json(outputs).decode() if outputs else "{}",
-                to_json(tags).decode() if tags else "{}",
+                inputs_json.decode(),
+                outputs_json.decode(),
+                tags_json.decode(),
                 read_at,
             ),
         )
@@ -238,7 +260,7 @@ class Decoder:
         raw = record.value or b""
         event: Feedback = _validate_feedback(raw)
         if BACKSLASH in raw and NUL_ESCAPE in raw:
-            _reject_nul(event)
+            reject_nul(event)
         metric, value = self.registry.check(event)
         timestamp = event.timestamp
         ts = record.timestamp * 1000 if timestamp is None else (timestamp - EPOCH) // MICROSECOND
@@ -252,6 +274,23 @@ class Decoder:
                 id_time = (n >> 80) * 1000
         error, source, value_json = event.error, event.source, value.json
         tags, metadata = event.tags, event.metadata
+        tags_json = to_json(tags) if tags else EMPTY
+        metadata_json = to_json(metadata) if metadata else EMPTY
+        members = len(event.__pydantic_fields_set__) + tags_json.count(MEMBER)
+        members += metadata_json.count(MEMBER)
+        if source is not None:
+            members += len(source.__pydantic_fields_set__)
+        if error is not None:
+            members += len(error.__pydantic_fields_set__)
+        value_text = None
+        if value_json is not None:
+            encoded = to_json(value_json)
+            if NAN in encoded or INFINITY in encoded:
+                reject_non_finite(value_json, "value")
+            members += encoded.count(MEMBER)
+            value_text = encoded.decode()
+        if raw.count(MEMBER) != members:
+            reject_duplicate_keys(raw)
         return _row(
             FeedbackRow,
             (
@@ -266,14 +305,14 @@ class Decoder:
                 value.boolean,
                 value.number,
                 value.text,
-                None if value_json is None else to_json(value_json).decode(),
+                value_text,
                 error.code if error else None,
                 error.message if error else None,
                 event.rationale,
                 source.type if source else None,
                 source.id if source else None,
-                to_json(tags).decode() if tags else "{}",
-                to_json(metadata).decode() if metadata else "{}",
+                tags_json.decode(),
+                metadata_json.decode(),
                 read_at,
             ),
         )
@@ -287,53 +326,10 @@ class Decoder:
             as_time(record.timestamp * 1000),
             record.key,
             record.value or b"",
-            _printable(where),
-            _printable(reason),
+            printable(where),
+            printable(reason),
             now,
         )
-
-
-# JSON can carry the NUL character (as this escape; raw control characters are invalid JSON),
-# but Postgres text and jsonb cannot: one such event failed its whole window, and every replay of
-# it, for ever.  A payload without a backslash cannot hold it (one memchr, much cheaper than
-# looking for the whole escape; docs/performance.md); one with the escape's bytes is searched
-# for a real NUL, since the bytes may also be an escaped backslash.
-BACKSLASH = ord("\\")
-NUL_ESCAPE = b"\\u0000"
-
-
-def _reject_nul(event: BaseModel) -> None:
-    where = _nul_in(event.model_dump(), "")
-    if where is not None:
-        raise FieldError(
-            where or "(event)",
-            "contains the NUL character (\\u0000), which Postgres cannot store in text or jsonb",
-        )
-
-
-def _nul_in(value: object, path: str) -> str | None:
-    """The path of the first string (value or key) holding a NUL character, else None."""
-    if isinstance(value, str):
-        return path if "\x00" in value else None
-    items: list[tuple[str, object]] = []
-    if isinstance(value, dict):
-        for key, item in value.items():
-            where = f"{path}.{_printable(str(key))}" if path else _printable(str(key))
-            if "\x00" in str(key):
-                return where
-            items.append((where, item))
-    elif isinstance(value, list):
-        items = [(f"{path}[{i}]", item) for i, item in enumerate(value)]
-    for where, item in items:
-        found = _nul_in(item, where)
-        if found is not None:
-            return found
-    return None
-
-
-def _printable(text: str) -> str:
-    """Text for a dead letter's columns: a NUL spelled as its JSON escape."""
-    return text.replace("\x00", "\\u0000")
 
 
 class _TimeBounds(NamedTuple):
