@@ -20,9 +20,11 @@ from aiokafka.errors import CommitFailedError
 from ingest.metrics.registry import registry_from_mapping
 from ingest.topics import TopicNames
 from workers.clock import SystemClock
+from workers.health import PipelineHealth
 from workers.settings import PipelineSettings
 from workers.stream.chain import ChainParts
 from workers.stream.consumer_loop import ConsumerLoop
+from workers.stream.dead_letters import Publish
 from workers.stream.decode import Decoder
 from workers.stream.sink import Sink, WindowOutcome
 from workers.stream.window import WindowContents
@@ -140,6 +142,9 @@ def loop_over(
     revoke_flush_seconds: float = 20.0,
     telemetry: WorkerTelemetry | None = None,
     monotonic: Callable[[], float] = time.monotonic,
+    health: PipelineHealth | None = None,
+    publish_dead_letters: Publish | None = None,
+    retry_delay: float = 0.2,
 ) -> ConsumerLoop:
     """A consumer loop and its chain as the worker builds them, on a fake consumer."""
     registry = registry_from_mapping({"metrics": {"thumbs": {"type": "boolean"}}})
@@ -150,11 +155,13 @@ def loop_over(
         consumer=consumer,
         decoder=Decoder(registry, TOPICS, pipeline.retention),
         sink=sink,
-        publish_dead_letters=None,
+        publish_dead_letters=publish_dead_letters,
         clock=SystemClock(),
         telemetry=telemetry or WorkerTelemetry(),
         pipeline=pipeline,
         partition_of=TP,
+        health=health or PipelineHealth(),
+        retry_delays=(retry_delay, 10 * retry_delay),
     )
     return ConsumerLoop(
         consumer,
@@ -164,6 +171,7 @@ def loop_over(
         fetch_max_records=pipeline.fetch_max_records,
         revoke_flush_seconds=revoke_flush_seconds,
         monotonic=monotonic,
+        health=parts.health,
     )
 
 

@@ -65,8 +65,9 @@ class PipelineSettings(BaseModel):
     # window, but never less than this: the wait's clock also runs while the loop is held up by
     # writes in flight, and with 1 s windows feedback gave up waiting too soon (measured).
     hold_back_min_seconds: float = Field(default=30.0, ge=0)
-    # Attempts at a window write while the database is unavailable, with back-off.
-    write_attempts: int = Field(default=8, gt=0)
+    # Attempts at a window write while the database is unavailable, with back-off; 0 is for as
+    # long as it takes (the window waits, bounded, and /health says why).
+    write_attempts: int = Field(default=0, ge=0)
     # How long a partition revocation may spend writing what was read before the partitions
     # move; past it the windows are abandoned uncommitted (the new owner's replay is a no-op).
     revoke_flush_seconds: float = Field(default=20.0, gt=0)
@@ -100,6 +101,9 @@ class Settings(BaseSettings):
     # How long the group waits for a silent worker before moving its partitions.  Lower means a
     # crashed worker's partitions move sooner (tansu also answers a join after half of it).
     kafka_session_timeout_ms: int = Field(default=10_000, ge=1_000, le=300_000)
+    # Static group membership (KIP-345): a stable id per worker (a pod's name) lets a restarted
+    # worker take its partitions back at once instead of after the session timeout.
+    kafka_group_instance_id: str | None = Field(default=None, min_length=1, max_length=249)
     pipeline: PipelineSettings = PipelineSettings()
 
     @classmethod

@@ -23,6 +23,11 @@ class WorkerTelemetry:
             ["topic", "field"],
             registry=r,
         )
+        self.dead_letters_unpublished = Counter(
+            "feedbackflow_dead_letters_unpublished",
+            "Dead letters the dead-letter topic refused for good (they are in the table).",
+            registry=r,
+        )
         self.predictions_written = Counter(
             "feedbackflow_predictions_written",
             "New predictions stored (replays excluded).",

@@ -65,6 +65,7 @@ def _writer(database_url: str, telemetry: WorkerTelemetry) -> WindowWriter:
         telemetry,
         max_in_flight=1,
         retry=Retry(),
+        topics=TOPICS,
     )
 
 

@@ -22,21 +22,29 @@ class ManualClock:
         return self.now
 
 
-async def _health(worker: Worker) -> tuple[int, dict[str, str]]:
+async def _health(worker: Worker, path: str = "/health") -> tuple[int, dict[str, object]]:
     transport = httpx.ASGITransport(app=worker_api(worker))
     async with httpx.AsyncClient(transport=transport, base_url="http://worker") as client:
-        response = await client.get("/health")
-    return response.status_code, response.json()
+        response = await client.get(path)
+    body = response.json()
+    return response.status_code, {k: body[k] for k in ("status", "detail")}
 
 
 async def test_health_is_unhealthy_while_starting_and_when_the_loop_stalls_then_ok_again() -> None:
     clock = ManualClock()
     worker = Worker(Settings(), registry_from_mapping({}), monotonic=clock)
+    worker.health.monotonic = clock
     assert await _health(worker) == (503, {"status": "unhealthy", "detail": "starting"})
 
     consumer = FakeConsumer([])
     worker.loop = loop = loop_over(consumer, MemorySink(), monotonic=clock)
+    worker.health.start()
     assert await _health(worker) == (200, {"status": "ok", "detail": "ok"})
+    # Alive, but holding no partitions: not ready to serve.
+    assert await _health(worker, "/ready") == (
+        503,
+        {"status": "unhealthy", "detail": "no partitions assigned"},
+    )
 
     clock.now += STALLED_AFTER_SECONDS + 1  # the loop has not turned since
     status, body = await _health(worker)

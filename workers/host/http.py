@@ -1,4 +1,11 @@
-"""The worker's HTTP face: ``/metrics`` for Prometheus and ``/health`` for orchestrators."""
+"""The worker's HTTP face: ``/metrics`` for Prometheus, ``/health`` and ``/ready`` for
+orchestrators.
+
+``/health`` is 503 while the worker cannot do its work: starting, the loop stopped, writes or
+commits failing, or nothing committed for several windows although records wait (workers.health).
+``/ready`` adds that the worker holds partitions: one that holds none is alive and serves
+nothing (a consumer group with more workers than partitions).  Both answer with the reason, the
+last commit's age, the lag and the partitions held."""
 
 from __future__ import annotations
 
@@ -21,10 +28,12 @@ def worker_api(worker: Worker) -> FastAPI:
 
     @api.get("/health")
     async def health() -> JSONResponse:
-        ok, detail = worker.healthy()
-        return JSONResponse(
-            {"status": "ok" if ok else "unhealthy", "detail": detail},
-            status_code=200 if ok else 503,
-        )
+        ok, _, body = worker.verdict()
+        return JSONResponse(body, status_code=200 if ok else 503)
+
+    @api.get("/ready")
+    async def ready() -> JSONResponse:
+        ok, _, body = worker.verdict(needs_partitions=True)
+        return JSONResponse(body, status_code=200 if ok else 503)
 
     return api

@@ -9,15 +9,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
 import asyncpg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.errors import KafkaError
 
 from ingest.metrics.registry import MetricRegistry
 from ingest.topics import TopicNames, create_topics
 from workers.clock import Clock, SystemClock
+from workers.health import PipelineHealth
 from workers.postgres.migrate import migrate
 from workers.postgres.retention import apply_retention
 from workers.postgres.sink import PostgresSink
@@ -41,6 +43,67 @@ PREFETCH_BACKOFF_SECONDS = 0.01
 # A consume loop that has not turned for this long is reported unhealthy: it turns at least
 # every fetch wait (half a second) even while it waits on a write.
 STALLED_AFTER_SECONDS = 60.0
+
+
+# A dead letter's record on its topic stays within what the producer may send, whatever the
+# event was: a 1.5 MB bad event used to fail its publish for ever (the table keeps it whole).
+DEAD_LETTER_RECORD_BYTES = 900 * 1024
+RECORD_OVERHEAD_BYTES = 100 * 1024  # key (truncated below), headers, batch framing
+DEAD_LETTER_KEY_BYTES = 16 * 1024
+DEAD_LETTER_REASON_BYTES = 4096
+
+
+def dead_letter_record(
+    dead: DeadLetter,
+) -> tuple[bytes, bytes | None, list[tuple[str, bytes]]]:
+    """The dead-letter topic's record of ``dead``: the payload as far as it fits, and headers
+    that say what it was, where it came from, and whether it was cut."""
+    payload, key = dead.payload, dead.message_key
+    headers = [
+        ("feedbackflow-error-field", dead.error_field.encode()[:DEAD_LETTER_REASON_BYTES]),
+        ("feedbackflow-reason", dead.reason.encode()[:DEAD_LETTER_REASON_BYTES]),
+        (
+            "feedbackflow-source",
+            f"{dead.topic}/{dead.kafka_partition}/{dead.kafka_offset}".encode(),
+        ),
+    ]
+    if len(payload) > DEAD_LETTER_RECORD_BYTES or (key and len(key) > DEAD_LETTER_KEY_BYTES):
+        headers.append(("feedbackflow-truncated", f"payload {len(payload)} bytes".encode()))
+        payload = payload[:DEAD_LETTER_RECORD_BYTES]
+        key = key[:DEAD_LETTER_KEY_BYTES] if key else key
+    return payload, key, headers
+
+
+async def until_it_answers(
+    what: str,
+    attempt: Callable[[], Awaitable[object]],
+    stopping: asyncio.Event,
+    health: PipelineHealth,
+    first_delay: float = 0.5,
+    max_delay: float = 10.0,
+    say_every: float = 30.0,
+) -> None:
+    """Retry ``attempt`` until it succeeds: a worker started before its database or broker
+    waits for them, saying so in one line now and then, instead of a traceback and an exit."""
+    delay, said_at = first_delay, -say_every
+    while True:
+        try:
+            await attempt()
+        except (OSError, asyncpg.PostgresError, KafkaError) as exc:
+            health.failing("start", f"{what} does not answer: {exc!r}")
+            now = time.monotonic()
+            if now - said_at >= say_every:
+                log.warning(
+                    "waiting for %s: %s (retrying every %.0fs at most)", what, exc, max_delay
+                )
+                said_at = now
+            if stopping.is_set():
+                raise
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, max_delay)
+            continue
+        health.working("start")
+        return
 
 
 def refetch_drained_partitions_sooner(consumer: AIOKafkaConsumer) -> None:
@@ -68,6 +131,7 @@ class Worker:
     monotonic: Callable[[], float] = time.monotonic
     loop: ConsumerLoop | None = None
     sink: PostgresSink | None = None
+    health: PipelineHealth = field(default_factory=PipelineHealth)
     _dead_letter_producer: AIOKafkaProducer | None = None
 
     @property
@@ -79,40 +143,39 @@ class Worker:
         if producer is None:
             return
         futures = [
-            await producer.send(
-                self.topics.dead_letter,
-                value=d.payload,
-                key=d.message_key,
-                headers=[
-                    ("feedbackflow-error-field", d.error_field.encode()),
-                    ("feedbackflow-reason", d.reason.encode()[:4096]),
-                    (
-                        "feedbackflow-source",
-                        f"{d.topic}/{d.kafka_partition}/{d.kafka_offset}".encode(),
-                    ),
-                ],
-            )
-            for d in dead_letters
+            await producer.send(self.topics.dead_letter, value=value, key=key, headers=headers)
+            for value, key, headers in map(dead_letter_record, dead_letters)
         ]
         await asyncio.gather(*futures)
 
-    def healthy(self) -> tuple[bool, str]:
-        """Healthy while the consume loop turns; a loop stuck for a minute is not."""
+    def healthy(self, *, needs_partitions: bool = False) -> tuple[bool, str]:
+        """Unhealthy while starting, while the consume loop has stopped turning, and whenever
+        the pipeline's own verdict says so (workers.health); ``needs_partitions`` for
+        readiness: a worker without partitions is alive but serves nothing."""
+        return self.verdict(needs_partitions=needs_partitions)[:2]
+
+    def verdict(self, *, needs_partitions: bool = False) -> tuple[bool, str, dict[str, object]]:
+        verdict = self.health.verdict(needs_partitions=needs_partitions)
+        body = verdict.as_json()
         if self.loop is None:
-            return False, "starting"
+            return False, "starting", {**body, "status": "unhealthy", "detail": "starting"}
         stalled = self.monotonic() - self.loop.last_progress
         if stalled > STALLED_AFTER_SECONDS:
-            return False, f"consume loop has not turned for {stalled:.0f}s"
-        return True, "ok"
+            detail = f"consume loop has not turned for {stalled:.0f}s"
+            return False, detail, {**body, "status": "unhealthy", "detail": detail}
+        return verdict.healthy, verdict.reason, body
 
     async def run(self) -> None:
         settings, pipeline = self.settings, self.settings.pipeline
-        conn = await asyncpg.connect(settings.database_url)
-        try:
-            await migrate(conn)
-        finally:
-            await conn.close()
-        await create_topics(settings.kafka_bootstrap, self.topics)
+        self.health.window_seconds = pipeline.window.total_seconds()
+        self.health.monotonic = self.monotonic
+        await until_it_answers("PostgreSQL", self._migrate, self.stopping, self.health)
+        await until_it_answers(
+            "Kafka",
+            lambda: create_topics(settings.kafka_bootstrap, self.topics),
+            self.stopping,
+            self.health,
+        )
         consumer = AIOKafkaConsumer(
             bootstrap_servers=settings.kafka_bootstrap,
             group_id=settings.consumer_group,
@@ -125,12 +188,16 @@ class Worker:
             max_poll_interval_ms=600_000,
             session_timeout_ms=settings.kafka_session_timeout_ms,
             heartbeat_interval_ms=max(settings.kafka_session_timeout_ms // 6, 500),
+            # Static membership: a restarted worker with the same id takes its partitions back
+            # at once instead of after a rebalance (docs/reliability.md).
+            group_instance_id=settings.kafka_group_instance_id,
         )
         producer = AIOKafkaProducer(
             bootstrap_servers=settings.kafka_bootstrap,
             enable_idempotence=settings.kafka_idempotence,
             acks="all",
             linger_ms=5,
+            max_request_size=DEAD_LETTER_RECORD_BYTES + RECORD_OVERHEAD_BYTES,
         )
         self.sink = sink = PostgresSink(settings.database_url, pipeline.retention)
         parts = ChainParts(
@@ -142,6 +209,7 @@ class Worker:
             telemetry=self.telemetry,
             pipeline=pipeline,
             partition_of=TopicPartition,
+            health=self.health,
         )
         self.loop = ConsumerLoop(
             consumer,
@@ -151,18 +219,27 @@ class Worker:
             fetch_max_records=pipeline.fetch_max_records,
             revoke_flush_seconds=pipeline.revoke_flush_seconds,
             monotonic=self.monotonic,
+            health=self.health,
         )
-        await producer.start()
+        await until_it_answers("Kafka", producer.start, self.stopping, self.health)
         self._dead_letter_producer = producer
         self.loop.subscribe()
-        await consumer.start()
+        await until_it_answers("Kafka", consumer.start, self.stopping, self.health)
         refetch_drained_partitions_sooner(consumer)
+        self.health.start()
         try:
             await self.loop.run(self.stopping)
         finally:
             await consumer.stop()
             await producer.stop()
             await sink.close()
+
+    async def _migrate(self) -> None:
+        conn = await asyncpg.connect(self.settings.database_url)
+        try:
+            await migrate(conn)
+        finally:
+            await conn.close()
 
     async def apply_retention(self) -> None:
         """Expire pending feedback past retention and drop old day partitions (on a timer)."""

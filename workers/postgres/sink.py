@@ -22,7 +22,7 @@ import asyncpg
 from workers.postgres import join_sql
 from workers.postgres.partitions import PartitionCatalog, day_of, days_of
 from workers.stream.decode import FeedbackRow, PredictionRow, as_time
-from workers.stream.sink import SinkUnavailable, WindowOutcome
+from workers.stream.sink import SinkRefused, SinkUnavailable, WindowOutcome
 from workers.stream.window import WindowContents
 from workers.time_spans import DEDUPE_SPAN, ID_TIME_SPAN
 
@@ -62,6 +62,31 @@ RETRYABLE = (
     asyncpg.CannotConnectNowError,
     asyncpg.AdminShutdownError,
 )
+
+
+# The data is at fault, not the connection: a value the database will not store (class 22:
+# invalid text, out of range, untranslatable character; 23: a constraint; 54: too large).  A
+# retry fails the same way, so the window is split until the rows at fault are found
+# (workers.stream.refusals).  unique_violation is RETRYABLE above and is caught first.
+DATA_ERRORS = (
+    asyncpg.DataError,
+    asyncpg.IntegrityConstraintViolationError,
+    asyncpg.ProgramLimitExceededError,
+)
+
+
+def _refusal(exc: asyncpg.PostgresError) -> SinkRefused:
+    """Postgres's own words, with the column it blamed where it named one (COPY says so in
+    its context line: ``COPY stage_predictions, line 1, column inputs: ...``)."""
+    reason = exc.args[0] if exc.args else type(exc).__name__
+    detail = getattr(exc, "detail", None)
+    if detail:
+        reason = f"{reason}: {detail}"
+    column = getattr(exc, "column_name", None)
+    context = getattr(exc, "context", None) or ""
+    if column is None and ", column " in context:
+        column = context.split(", column ", 1)[1].split(":", 1)[0].strip() or None
+    return SinkRefused(f"{reason} (SQLSTATE {exc.sqlstate})", column)
 
 
 @dataclass
@@ -250,6 +275,10 @@ class PostgresSink:
             if writer is not None:
                 await _close(writer.conn)
             raise SinkUnavailable(f"window write failed: {exc!r}") from exc
+        except DATA_ERRORS as exc:
+            assert writer is not None  # connecting raises no data error
+            self._idle.append(writer)  # rolled back; the connection is sound
+            raise _refusal(exc) from exc
         except BaseException:
             if writer is not None:  # mid-transaction, maybe cancelled: no await, just close
                 writer.conn.terminate()

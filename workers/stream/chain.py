@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from workers.clock import Clock
+from workers.health import PipelineHealth
 from workers.settings import PipelineSettings
 from workers.stream.catch_up import CatchUp
 from workers.stream.commit_offsets import CommitOffsets, OffsetCommitter
@@ -46,19 +47,26 @@ class ChainParts:
     telemetry: WorkerTelemetry
     pipeline: PipelineSettings
     partition_of: Callable[[str, int], object]
+    health: PipelineHealth = field(default_factory=PipelineHealth)
+    # The back-off of window writes (attempts from the settings); tests make it short.
+    retry_delays: tuple[float, float] = (Retry.first_delay, Retry.max_delay)
     monotonic: Callable[[], float] = time.monotonic
 
     def build(self) -> Chain:
         pipeline, topics = self.pipeline, self.decoder.topics
-        commit = CommitOffsets(self.consumer, self.telemetry)
-        dead_letters = PublishDeadLetters(self.publish_dead_letters, commit)
+        commit = CommitOffsets(self.consumer, self.telemetry, self.health)
+        dead_letters = PublishDeadLetters(
+            self.publish_dead_letters, commit, self.health, self.telemetry
+        )
         writer = WindowWriter(
             self.sink,
             dead_letters,
             self.clock,
             self.telemetry,
             max_in_flight=pipeline.windows_in_flight,
-            retry=Retry(attempts=pipeline.write_attempts),
+            retry=Retry(pipeline.write_attempts, *self.retry_delays),
+            topics=topics,
+            health=self.health,
         )
         buffer = WindowBuffer(
             length_seconds=pipeline.window.total_seconds(),

@@ -12,11 +12,12 @@ from __future__ import annotations
 import logging
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Protocol
 
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 
+from workers.health import PipelineHealth
 from workers.stream.messages import Partition, WrittenWindow
 from workers.stream.step import by_deadline
 from workers.telemetry import WorkerTelemetry
@@ -33,10 +34,19 @@ class OffsetCommitter(Protocol):
 
 
 class CommitOffsets:
-    def __init__(self, consumer: OffsetCommitter, telemetry: WorkerTelemetry) -> None:
+    def __init__(
+        self,
+        consumer: OffsetCommitter,
+        telemetry: WorkerTelemetry,
+        health: PipelineHealth | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.consumer = consumer
         self.telemetry = telemetry
+        self.health = health or PipelineHealth()
+        self.monotonic = monotonic
         self._written: list[WrittenWindow] = []
+        self._retry_at, self._delay = 0.0, 0.5
 
     def submit(self, message: WrittenWindow) -> None:
         self._written.append(message)
@@ -45,13 +55,14 @@ class CommitOffsets:
         return sys.maxsize
 
     async def poll(self, wait: float = 0.0) -> None:
-        if not self._written:
+        if not self._written or self.monotonic() < self._retry_at:
             return
-        written, self._written = self._written, []
         offsets: dict[Partition, int] = {}
-        for window in written:
+        for window in self._written:
             offsets.update(window.next_offsets)
-        await self._commit(offsets)
+        if not await self._commit(offsets):
+            return  # kept: the next poll commits them, with whatever came since
+        written, self._written = self._written, []
         for window in written:
             self._observe(window)
 
@@ -62,7 +73,8 @@ class CommitOffsets:
     def terminate(self) -> None:
         self._written.clear()
 
-    async def _commit(self, offsets: Mapping[Partition, int]) -> None:
+    async def _commit(self, offsets: Mapping[Partition, int]) -> bool:
+        """Whether the windows are done with: committed, or refused for good."""
         try:
             await self.consumer.commit(offsets)
         except (CommitFailedError, IllegalStateError) as exc:
@@ -70,11 +82,20 @@ class CommitOffsets:
             # of these windows inserts nothing new.  Nothing is lost and nothing duplicated.
             log.warning("offset commit refused after a rebalance: %r", exc)
             self.telemetry.windows.labels("commit_refused").inc()
-            return
-        except KafkaError:
+            return True
+        except KafkaError as exc:
+            # The broker is away: the rows are in Postgres, the offsets wait for it to return
+            # (a crash meanwhile replays the windows, which changes nothing).
             self.telemetry.windows.labels("commit_failed").inc()
-            raise
+            self.health.failing("commit", repr(exc))
+            log.warning("offset commit failed, retrying in %.1fs: %r", self._delay, exc)
+            self._retry_at = self.monotonic() + self._delay
+            self._delay = min(self._delay * 2, 10.0)
+            return False
+        self._delay = 0.5
         self.telemetry.last_commit.set(time.time())
+        self.health.committed()
+        return True
 
     def _observe(self, window: WrittenWindow) -> None:
         t, outcome = self.telemetry, window.outcome

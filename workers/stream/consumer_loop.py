@@ -23,6 +23,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import IllegalStateError
 
+from workers.health import PipelineHealth
 from workers.stream.chain import Chain
 from workers.stream.messages import Fetched, Partition, Progress
 from workers.stream.step import FlushTimeout
@@ -71,6 +72,7 @@ class ConsumerLoop:
         fetch_max_records: int,
         revoke_flush_seconds: float,
         monotonic: Callable[[], float] = time.monotonic,
+        health: PipelineHealth | None = None,
     ) -> None:
         self.consumer = consumer
         self.topics = tuple(topics)
@@ -79,6 +81,7 @@ class ConsumerLoop:
         self.fetch_max_records = fetch_max_records
         self.revoke_flush_seconds = revoke_flush_seconds
         self.monotonic = monotonic
+        self.health = health or PipelineHealth()
         self.chain = build_chain()
         # When the loop last turned: /health reports a loop that stopped turning.
         self.last_progress = monotonic()
@@ -124,7 +127,9 @@ class ConsumerLoop:
         async with self._lock:
             if self.chain is not chain:
                 return  # revoked while fetching: the new assignment reads these again
-            chain.head.submit(Fetched(batches, await read_progress(self.consumer)))
+            progress = await read_progress(self.consumer)
+            self.health.partitions, self.health.lag = len(progress.highwaters), progress.lag
+            chain.head.submit(Fetched(batches, progress))
             await chain.head.poll()
 
     async def revoke(self) -> None:

@@ -1,26 +1,55 @@
 """PublishDeadLetters: a written window's dead letters mirrored to the dead-letter topic.
 
-The ``dead_letters`` table is the record, written in the window's transaction; the topic is for
-alerting and replay tools, at least once: a window's offsets are committed only after its dead
-letters were published, so a crash in between publishes them again.
+The ``dead_letters`` table is the record, written in the window's transaction, whole; the topic
+is for alerting and replay tools, at least once: a window's offsets are committed only after its
+dead letters were published, so a crash in between publishes them again.
+
+Publishing never holds the offsets for ever.  While the broker is away the window waits here
+and the next poll tries again (its offsets could not be committed meanwhile anyway); an error
+that no retry can mend (a topic that refuses the record) is counted and logged, and the window
+goes on: its dead letters are in the table.  The publisher itself keeps every record within the
+broker's size limit (``workers.host.worker``), so one large bad event cannot be that error.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import time
 from collections.abc import Awaitable, Callable, Sequence
 
+from aiokafka.errors import KafkaError, KafkaTimeoutError
+
+from workers.health import PipelineHealth
 from workers.stream.decode import DeadLetter
 from workers.stream.messages import WrittenWindow
 from workers.stream.step import Step, by_deadline
+from workers.telemetry import WorkerTelemetry
+
+log = logging.getLogger("feedbackflow.worker")
 
 Publish = Callable[[Sequence[DeadLetter]], Awaitable[None]]
+# How long one window's dead letters may take to publish before the next poll tries again.
+PUBLISH_TIMEOUT_SECONDS = 10.0
 
 
 class PublishDeadLetters:
-    def __init__(self, publish: Publish | None, next_step: Step[WrittenWindow]) -> None:
+    def __init__(
+        self,
+        publish: Publish | None,
+        next_step: Step[WrittenWindow],
+        health: PipelineHealth | None = None,
+        telemetry: WorkerTelemetry | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.publish = publish
+        self.telemetry = telemetry
         self.next_step = next_step
+        self.health = health or PipelineHealth()
+        self.monotonic = monotonic
         self._written: list[WrittenWindow] = []
+        self._retry_at = 0.0
+        self._delay = 0.5
 
     def submit(self, message: WrittenWindow) -> None:
         self._written.append(message)
@@ -29,12 +58,48 @@ class PublishDeadLetters:
         return self.next_step.demand()
 
     async def poll(self, wait: float = 0.0) -> None:
-        while self._written:
-            written = self._written[0]
-            if self.publish is not None and written.dead_letters:
-                await self.publish(written.dead_letters)
+        while self._written and self.monotonic() >= self._retry_at:
+            dead_letters = self._written[0].dead_letters
+            if (
+                dead_letters
+                and self.publish is not None
+                and not await self._published(dead_letters)
+            ):
+                break
             self.next_step.submit(self._written.pop(0))
         await self.next_step.poll()
+
+    async def _published(self, dead_letters: Sequence[DeadLetter]) -> bool:
+        """Whether the window may go on: published, or refused for good."""
+        assert self.publish is not None
+        try:
+            async with asyncio.timeout(PUBLISH_TIMEOUT_SECONDS):
+                await self.publish(dead_letters)
+        except KafkaError as exc:
+            if not exc.retriable and not isinstance(exc, KafkaTimeoutError):
+                log.error(
+                    "dead letters not published to their topic (they are in the table): %r", exc
+                )
+                self.telemetry_unpublished(len(dead_letters))
+                self.health.working("dead-letter topic")
+                return True
+            self._wait_for_the_broker(exc)
+            return False
+        except (TimeoutError, OSError) as exc:
+            self._wait_for_the_broker(exc)
+            return False
+        self.health.working("dead-letter topic")
+        self._delay = 0.5
+        return True
+
+    def _wait_for_the_broker(self, exc: BaseException) -> None:
+        self.health.failing("dead-letter topic", repr(exc))
+        self._retry_at = self.monotonic() + self._delay
+        self._delay = min(self._delay * 2, 10.0)
+
+    def telemetry_unpublished(self, count: int) -> None:
+        if self.telemetry is not None:
+            self.telemetry.dead_letters_unpublished.inc(count)
 
     async def join(self, deadline: float | None) -> None:
         async with by_deadline(deadline):

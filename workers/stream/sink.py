@@ -27,11 +27,33 @@ class WindowOutcome:
     expired_unmatched: int
     feedback_queued: int = 0  # stored pending: its prediction was not written yet
 
+    def plus(self, other: WindowOutcome) -> WindowOutcome:
+        """Both outcomes as one: a window written in parts (workers.stream.refusals)."""
+        return WindowOutcome(
+            self.predictions_inserted + other.predictions_inserted,
+            self.feedback_inserted + other.feedback_inserted,
+            self.dead_letters_inserted + other.dead_letters_inserted,
+            self.resolved + other.resolved,
+            self.expired_unmatched + other.expired_unmatched,
+            self.feedback_queued + other.feedback_queued,
+        )
+
 
 class SinkUnavailable(Exception):
     """The write failed for a reason that a retry may not have (the connection went away, the
     server asked for a retry); nothing of the window was committed.  ``__cause__`` is the
     sink's own error."""
+
+
+class SinkRefused(Exception):
+    """The window cannot be written for a reason in its data (a value the database will not
+    store), not in the connection: a retry would fail the same way.  Nothing of the window was
+    committed.  ``column`` names the column the database blamed, when it said."""
+
+    def __init__(self, reason: str, column: str | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.column = column
 
 
 class Sink(Protocol):
@@ -43,7 +65,8 @@ class Sink(Protocol):
     ) -> WindowOutcome:
         """Write the window in one transaction.  ``resolve_after``, if given, is awaited before
         the window resolves any feedback (the commit of the window before: see
-        ``workers.stream.window_writer``).  Raises ``SinkUnavailable`` when a retry may help."""
+        ``workers.stream.window_writer``).  Raises ``SinkUnavailable`` when a retry may help,
+        ``SinkRefused`` when the data is at fault."""
         ...
 
     async def close(self) -> None: ...

@@ -14,9 +14,11 @@ resolved first decided its path; the later one first, and it went through the pe
 a test, 814 of 6,000).  Waiting costs nothing: the two transactions took the resolution lock one
 after the other anyway, and COPY and the prediction inserts still run side by side.
 
-A write the sink calls retryable (``SinkUnavailable``) is retried with back-off; any other
-failure, or the last attempt's, surfaces at the next ``poll`` and abandons the later windows: the
-replay from the last committed offsets writes them again, idempotently.
+A write the sink calls retryable (``SinkUnavailable``) is retried with back-off, for as long as
+it takes unless a limit is set, and /health says why meanwhile.  A window the sink refuses for a
+reason in its data is split until the rows at fault are found (``workers.stream.refusals``).
+Any other failure surfaces at the next ``poll`` and abandons the later windows: the replay from
+the last committed offsets writes them again, idempotently.
 """
 
 from __future__ import annotations
@@ -25,10 +27,15 @@ import asyncio
 import logging
 import time
 from collections import deque
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+from ingest.topics import TopicNames
 from workers.clock import Clock
+from workers.health import PipelineHealth
+from workers.stream.decode import DeadLetter
 from workers.stream.messages import WrittenWindow
+from workers.stream.refusals import write_isolating_refusals
 from workers.stream.sink import Sink, SinkUnavailable, WindowOutcome
 from workers.stream.step import MessageRejected, Step, seconds_left
 from workers.stream.window import WindowContents
@@ -39,9 +46,10 @@ log = logging.getLogger("feedbackflow.worker")
 
 @dataclass(frozen=True)
 class Retry:
-    """How a window write is retried when the sink is unavailable."""
+    """How a window write is retried when the sink is unavailable: ``attempts`` 0 is for as long
+    as it takes (the window waits, bounded; the partitions' lag grows; /health says why)."""
 
-    attempts: int = 8
+    attempts: int = 0
     first_delay: float = 0.2
     max_delay: float = 10.0
 
@@ -55,6 +63,8 @@ class WindowWriter:
         telemetry: WorkerTelemetry,
         max_in_flight: int,
         retry: Retry,
+        topics: TopicNames,
+        health: PipelineHealth | None = None,
     ) -> None:
         if not 1 <= max_in_flight <= 2:
             # WindowBuffer drops ids of the one window before: the only one that can be
@@ -66,6 +76,8 @@ class WindowWriter:
         self.telemetry = telemetry
         self.max_in_flight = max_in_flight
         self.retry = retry
+        self.topics = topics
+        self.health = health or PipelineHealth()
         self._in_flight: deque[asyncio.Task[WrittenWindow]] = deque()
         # Set once the newest window submitted so far has committed (or failed).
         self._last_written: asyncio.Event | None = None
@@ -114,25 +126,28 @@ class WindowWriter:
     ) -> WrittenWindow:
         started = time.perf_counter()
         try:
-            outcome = await self._write_with_retries(contents, before)
+            outcome, refused = await self._write_with_retries(contents, before)
         finally:
             written.set()  # failed or not: a later window never waits on it for ever
         seconds = time.perf_counter() - started
         self.telemetry.window_write_seconds.observe(seconds)
-        return WrittenWindow(
-            contents.next_offsets, contents.events, contents.dead_letters, outcome, seconds
-        )
+        dead_letters = contents.dead_letters + refused if refused else contents.dead_letters
+        return WrittenWindow(contents.next_offsets, contents.events, dead_letters, outcome, seconds)
 
     async def _write_with_retries(
         self, contents: WindowContents, before: asyncio.Event | None
-    ) -> WindowOutcome:
+    ) -> tuple[WindowOutcome, list[DeadLetter]]:
         resolve_after = None if before is None else before.wait
-        retry, delay = self.retry, self.retry.first_delay
-        for attempt in range(1, retry.attempts + 1):
+        retry, delay, attempt = self.retry, self.retry.first_delay, 0
+        while True:
+            attempt += 1
             try:
-                return await self.sink.write(contents, self.clock.now(), resolve_after)
+                written = await write_isolating_refusals(
+                    self._write_part, contents, resolve_after, self.topics, self.clock.now()
+                )
             except SinkUnavailable as exc:
                 self.telemetry.windows.labels("retried").inc()
+                self.health.failing("write", repr(exc.__cause__ or exc))
                 if attempt == retry.attempts:
                     self.telemetry.windows.labels("failed").inc()
                     raise
@@ -144,4 +159,19 @@ class WindowWriter:
                 )
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, retry.max_delay)
-        raise AssertionError("unreachable")  # pragma: no cover
+                continue
+            self.health.working("write")
+            if written[1]:
+                self.telemetry.windows.labels("split").inc()
+                log.warning(
+                    "window refused by the database: %d row(s) isolated as dead letters, the "
+                    "rest written (%s)",
+                    len(written[1]),
+                    written[1][0].reason,
+                )
+            return written
+
+    async def _write_part(
+        self, contents: WindowContents, resolve_after: Callable[[], Awaitable[object]] | None
+    ) -> WindowOutcome:
+        return await self.sink.write(contents, self.clock.now(), resolve_after)
