@@ -206,6 +206,8 @@ def start_worker_process(settings: Settings, config: Path, log: Path) -> subproc
         "FEEDBACKFLOW_KAFKA_IDEMPOTENCE": "false",
         "FEEDBACKFLOW_KAFKA_SESSION_TIMEOUT_MS": str(settings.kafka_session_timeout_ms),
     }
+    if settings.kafka_group_instance_id is not None:
+        env["FEEDBACKFLOW_KAFKA_GROUP_INSTANCE_ID"] = settings.kafka_group_instance_id
     with log.open("ab") as out:
         return subprocess.Popen(
             [sys.executable, "-m", "workers.cli", "worker"], env=env, stdout=out, stderr=out
