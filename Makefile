@@ -36,7 +36,7 @@ unit: $(STAMP)
 
 integration: $(STAMP)
 	deploy/dev/ensure-prometheus
-	$(BIN)/python -m pytest tests/integration
+	$(BIN)/python -m pytest tests/integration tests/faults
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.run

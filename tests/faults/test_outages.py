@@ -43,6 +43,9 @@ window = "1s"
 [metrics.haiku_rating]
 type = "boolean"
 """
+# During an outage the test samples the worker (alive? /health?) this often; the outage's
+# length is the scenario, so the loop runs for it rather than waiting for a condition.
+SAMPLE_EVERY = 1.0
 JOINED = "SELECT count(*) FROM feedbackflow.feedback WHERE status = 'joined'"
 PER_BATCH = 300
 
@@ -87,7 +90,7 @@ async def stays_unhealthy(port: int, seconds: float, process: subprocess.Popen[b
         if status:
             assert status == 503, body
             reasons.add(str(body["detail"]).split(":")[0])
-        await asyncio.sleep(1)  # the outage's length is the scenario; this only samples it
+        await asyncio.sleep(SAMPLE_EVERY)
     return reasons
 
 
@@ -168,7 +171,7 @@ async def test_the_broker_cut_off_for_half_a_minute_is_waited_out(
         deadline = time.monotonic() + BROKER_CUT_SECONDS
         while time.monotonic() < deadline:
             assert worker.poll() is None, "the worker exited while the broker was away"
-            await asyncio.sleep(1)  # the cut's length is the scenario; this only samples it
+            await asyncio.sleep(SAMPLE_EVERY)
         proxy.restore()
         back = time.monotonic()
 

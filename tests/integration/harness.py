@@ -126,6 +126,10 @@ async def producer(
         yield p
 
 
+# How often wait_until asks again: it waits on a condition, polled.
+POLL_EVERY = 0.1
+
+
 async def wait_until(
     check: Callable[[], Awaitable[bool]], within: float = 30.0, what: str = "condition"
 ) -> None:
@@ -133,7 +137,7 @@ async def wait_until(
     while time.monotonic() < deadline:
         if await check():
             return
-        await asyncio.sleep(0.1)
+        await asyncio.sleep(POLL_EVERY)
     raise AssertionError(f"timed out after {within}s waiting for {what}")
 
 

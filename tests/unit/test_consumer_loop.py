@@ -23,6 +23,9 @@ from workers.stream.sink import WindowOutcome
 from workers.stream.window import WindowContents
 from workers.testing.traffic import Record, prediction_payload
 
+# How long window 1's write takes before it fails, in the failing-window test.
+FAILS_AFTER = 0.2
+
 
 @dataclass
 class FakeSink:
@@ -105,7 +108,7 @@ async def test_a_failed_window_stops_later_windows_from_committing() -> None:
             resolve_after: Callable[[], Awaitable[object]] | None = None,
         ) -> WindowOutcome:
             if max(contents.next_offsets.values()) == 5:
-                await asyncio.sleep(0.2)
+                await asyncio.sleep(FAILS_AFTER)  # the write's length is the scenario
                 raise RuntimeError("boom")
             return await super().write(contents, now, resolve_after)
 

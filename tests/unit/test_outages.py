@@ -14,7 +14,7 @@ from aiokafka.errors import KafkaConnectionError, MessageSizeTooLargeError
 
 from tests.fakes import TOPICS, TP, FakeConsumer, MemorySink, loop_over, run_until_all_committed
 from workers.health import PipelineHealth
-from workers.host.worker import DEAD_LETTER_RECORD_BYTES, dead_letter_record
+from workers.stream.dead_letters import DEAD_LETTER_RECORD_BYTES, dead_letter_record
 from workers.stream.decode import DeadLetter
 from workers.stream.sink import SinkUnavailable, WindowOutcome
 from workers.stream.window import WindowContents

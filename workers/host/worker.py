@@ -9,23 +9,28 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import asyncpg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.errors import KafkaError
 
 from ingest.metrics.registry import MetricRegistry
 from ingest.topics import TopicNames, create_topics
 from workers.clock import Clock, SystemClock
 from workers.health import PipelineHealth
+from workers.host.waiting import until_it_answers
 from workers.postgres.migrate import migrate
 from workers.postgres.retention import apply_retention
 from workers.postgres.sink import PostgresSink
 from workers.settings import Settings
 from workers.stream.chain import ChainParts
 from workers.stream.consumer_loop import ConsumerLoop
+from workers.stream.dead_letters import (
+    DEAD_LETTER_RECORD_BYTES,
+    RECORD_OVERHEAD_BYTES,
+    dead_letter_record,
+)
 from workers.stream.decode import DeadLetter, Decoder
 from workers.telemetry import WorkerTelemetry
 
@@ -43,67 +48,6 @@ PREFETCH_BACKOFF_SECONDS = 0.01
 # A consume loop that has not turned for this long is reported unhealthy: it turns at least
 # every fetch wait (half a second) even while it waits on a write.
 STALLED_AFTER_SECONDS = 60.0
-
-
-# A dead letter's record on its topic stays within what the producer may send, whatever the
-# event was: a 1.5 MB bad event used to fail its publish for ever (the table keeps it whole).
-DEAD_LETTER_RECORD_BYTES = 900 * 1024
-RECORD_OVERHEAD_BYTES = 100 * 1024  # key (truncated below), headers, batch framing
-DEAD_LETTER_KEY_BYTES = 16 * 1024
-DEAD_LETTER_REASON_BYTES = 4096
-
-
-def dead_letter_record(
-    dead: DeadLetter,
-) -> tuple[bytes, bytes | None, list[tuple[str, bytes]]]:
-    """The dead-letter topic's record of ``dead``: the payload as far as it fits, and headers
-    that say what it was, where it came from, and whether it was cut."""
-    payload, key = dead.payload, dead.message_key
-    headers = [
-        ("feedbackflow-error-field", dead.error_field.encode()[:DEAD_LETTER_REASON_BYTES]),
-        ("feedbackflow-reason", dead.reason.encode()[:DEAD_LETTER_REASON_BYTES]),
-        (
-            "feedbackflow-source",
-            f"{dead.topic}/{dead.kafka_partition}/{dead.kafka_offset}".encode(),
-        ),
-    ]
-    if len(payload) > DEAD_LETTER_RECORD_BYTES or (key and len(key) > DEAD_LETTER_KEY_BYTES):
-        headers.append(("feedbackflow-truncated", f"payload {len(payload)} bytes".encode()))
-        payload = payload[:DEAD_LETTER_RECORD_BYTES]
-        key = key[:DEAD_LETTER_KEY_BYTES] if key else key
-    return payload, key, headers
-
-
-async def until_it_answers(
-    what: str,
-    attempt: Callable[[], Awaitable[object]],
-    stopping: asyncio.Event,
-    health: PipelineHealth,
-    first_delay: float = 0.5,
-    max_delay: float = 10.0,
-    say_every: float = 30.0,
-) -> None:
-    """Retry ``attempt`` until it succeeds: a worker started before its database or broker
-    waits for them, saying so in one line now and then, instead of a traceback and an exit."""
-    delay, said_at = first_delay, -say_every
-    while True:
-        try:
-            await attempt()
-        except (OSError, asyncpg.PostgresError, KafkaError) as exc:
-            health.failing("start", f"{what} does not answer: {exc!r}")
-            now = time.monotonic()
-            if now - said_at >= say_every:
-                log.warning(
-                    "waiting for %s: %s (retrying every %.0fs at most)", what, exc, max_delay
-                )
-                said_at = now
-            if stopping.is_set():
-                raise
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, max_delay)
-            continue
-        health.working("start")
-        return
 
 
 def refetch_drained_partitions_sooner(consumer: AIOKafkaConsumer) -> None:

@@ -8,7 +8,7 @@ Publishing never holds the offsets for ever.  While the broker is away the windo
 and the next poll tries again (its offsets could not be committed meanwhile anyway); an error
 that no retry can mend (a topic that refuses the record) is counted and logged, and the window
 goes on: its dead letters are in the table.  The publisher itself keeps every record within the
-broker's size limit (``workers.host.worker``), so one large bad event cannot be that error.
+broker's size limit (``dead_letter_record``), so one large bad event cannot be that error.
 """
 
 from __future__ import annotations
@@ -29,6 +29,36 @@ from workers.telemetry import WorkerTelemetry
 log = logging.getLogger("feedbackflow.worker")
 
 Publish = Callable[[Sequence[DeadLetter]], Awaitable[None]]
+
+# A dead letter's record on its topic stays within what the producer may send, whatever the
+# event was: a 1.5 MB bad event used to fail its publish for ever (the table keeps it whole).
+DEAD_LETTER_RECORD_BYTES = 900 * 1024
+RECORD_OVERHEAD_BYTES = 100 * 1024  # key (truncated below), headers, batch framing
+DEAD_LETTER_KEY_BYTES = 16 * 1024
+DEAD_LETTER_REASON_BYTES = 4096
+
+
+def dead_letter_record(
+    dead: DeadLetter,
+) -> tuple[bytes, bytes | None, list[tuple[str, bytes]]]:
+    """The dead-letter topic's record of ``dead``: the payload as far as it fits, and headers
+    that say what it was, where it came from, and whether it was cut."""
+    payload, key = dead.payload, dead.message_key
+    headers = [
+        ("feedbackflow-error-field", dead.error_field.encode()[:DEAD_LETTER_REASON_BYTES]),
+        ("feedbackflow-reason", dead.reason.encode()[:DEAD_LETTER_REASON_BYTES]),
+        (
+            "feedbackflow-source",
+            f"{dead.topic}/{dead.kafka_partition}/{dead.kafka_offset}".encode(),
+        ),
+    ]
+    if len(payload) > DEAD_LETTER_RECORD_BYTES or (key and len(key) > DEAD_LETTER_KEY_BYTES):
+        headers.append(("feedbackflow-truncated", f"payload {len(payload)} bytes".encode()))
+        payload = payload[:DEAD_LETTER_RECORD_BYTES]
+        key = key[:DEAD_LETTER_KEY_BYTES] if key else key
+    return payload, key, headers
+
+
 # How long one window's dead letters may take to publish before the next poll tries again.
 PUBLISH_TIMEOUT_SECONDS = 10.0
 

@@ -27,8 +27,8 @@ from workers.stream.json_checks import (
     MEMBER,
     NAN,
     NUL_ESCAPE,
+    check_members,
     printable,
-    reject_duplicate_keys,
     reject_non_finite,
     reject_nul,
 )
@@ -232,14 +232,17 @@ class Decoder:
         inputs_json = to_json(inputs) if inputs else EMPTY
         outputs_json = to_json(outputs) if outputs else EMPTY
         tags_json = to_json(tags) if tags else EMPTY
-        if NAN in inputs_json or INFINITY in inputs_json:
-            reject_non_finite(inputs, "inputs")
-        if NAN in outputs_json or INFINITY in outputs_json:
-            reject_non_finite(outputs, "outputs")
-        members = len(event.__pydantic_fields_set__) + inputs_json.count(MEMBER)
-        members += outputs_json.count(MEMBER) + tags_json.count(MEMBER)
-        if raw.count(MEMBER) != members:
-            reject_duplicate_keys(raw)
+        # What Postgres or the contract cannot take (workers.stream.json_checks): one search of
+        # the encoded texts for the literals of a non-finite number, and the payload's members
+        # counted against the parsed object's, which for flat maps their lengths give.
+        encoded = inputs_json + outputs_json
+        if NAN in encoded or INFINITY in encoded:
+            reject_non_finite({"inputs": inputs, "outputs": outputs}, "")
+        members = raw.count(MEMBER)
+        fields = len(event.__pydantic_fields_set__)
+        if members != fields + len(inputs) + len(outputs) + len(tags):
+            canonical = inputs_json.count(MEMBER) + outputs_json.count(MEMBER)
+            check_members(raw, members, fields + canonical + tags_json.count(MEMBER))
         return _row(
             PredictionRow,
             (
@@ -276,21 +279,21 @@ class Decoder:
         tags, metadata = event.tags, event.metadata
         tags_json = to_json(tags) if tags else EMPTY
         metadata_json = to_json(metadata) if metadata else EMPTY
-        members = len(event.__pydantic_fields_set__) + tags_json.count(MEMBER)
-        members += metadata_json.count(MEMBER)
+        fields = len(event.__pydantic_fields_set__) + len(tags) + len(metadata)
         if source is not None:
-            members += len(source.__pydantic_fields_set__)
+            fields += len(source.__pydantic_fields_set__)
         if error is not None:
-            members += len(error.__pydantic_fields_set__)
-        value_text = None
+            fields += len(error.__pydantic_fields_set__)
+        value_text, value_members = None, 0
         if value_json is not None:
             encoded = to_json(value_json)
             if NAN in encoded or INFINITY in encoded:
                 reject_non_finite(value_json, "value")
-            members += encoded.count(MEMBER)
+            value_members = encoded.count(MEMBER)
             value_text = encoded.decode()
-        if raw.count(MEMBER) != members:
-            reject_duplicate_keys(raw)
+        members = raw.count(MEMBER)
+        if members != fields + value_members:
+            check_members(raw, members, fields + value_members)
         return _row(
             FeedbackRow,
             (

@@ -54,9 +54,16 @@ def reject_non_finite(value: object, path: str) -> None:
         )
 
 
+def check_members(raw: bytes, members: int, canonical: int) -> None:
+    """``raw`` has ``members`` where what was parsed from it has ``canonical``: the count may
+    be off for want of a canonical spelling (a space before a colon, an escaped quote before a
+    colon in a top-level string), or for a key the parser dropped.  Find it if there is one."""
+    if members != canonical:
+        reject_duplicate_keys(raw)
+
+
 def reject_duplicate_keys(raw: bytes) -> None:
-    """The members of ``raw`` did not add up: find the key that came twice, if one did (the
-    count may also be off for want of a canonical spelling, e.g. a space before a colon)."""
+    """Name the key that came twice in ``raw``, if one did."""
     try:
         jiter.from_json(raw, catch_duplicate_keys=True, cache_mode="none")
     except ValueError as exc:
