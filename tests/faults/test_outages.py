@@ -23,8 +23,7 @@ from tests.faults.servers import CuttableProxy, OwnedPostgres
 from tests.integration.harness import (
     committed_to_the_end,
     count,
-    isolated_settings,
-    make_topics,
+    process_settings,
     producer,
     start_worker_process,
     wait_for_count,
@@ -105,10 +104,7 @@ async def test_postgres_stopped_for_a_minute_is_waited_out(
             await migrate(conn)
         finally:
             await conn.close()
-        settings = isolated_settings(kafka.bootstrap, database_url).model_copy(
-            update={"http_port": free_port()}
-        )
-        await make_topics(settings)
+        settings = await process_settings(kafka.bootstrap, database_url)
         config = tmp_path / "feedbackflow.toml"
         config.write_text(CONFIG)
         worker = start_worker_process(settings, config, tmp_path / "worker.log")
@@ -156,10 +152,7 @@ async def test_the_broker_cut_off_for_half_a_minute_is_waited_out(
     await proxy.start()
     broker = start_tansu(broker_port, advertised_port=proxy.port)
     try:
-        settings = isolated_settings(f"127.0.0.1:{proxy.port}", database_url).model_copy(
-            update={"http_port": free_port()}
-        )
-        await make_topics(settings)
+        settings = await process_settings(f"127.0.0.1:{proxy.port}", database_url)
         config = tmp_path / "feedbackflow.toml"
         config.write_text(CONFIG)
         worker = start_worker_process(settings, config, tmp_path / "worker.log")

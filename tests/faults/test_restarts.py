@@ -23,8 +23,7 @@ from tests.faults.test_outages import JOINED, PER_BATCH, exactly_once, send_batc
 from tests.integration.harness import (
     committed_to_the_end,
     consumed_per_metrics,
-    isolated_settings,
-    make_topics,
+    process_settings,
     start_worker_process,
     wait_for_count,
     wait_until,
@@ -54,10 +53,9 @@ async def test_a_static_member_killed_and_restarted_resumes_in_seconds(
     tmp_path: Path,
     worker_processes: list[subprocess.Popen[bytes]],
 ) -> None:
-    settings = isolated_settings(kafka.bootstrap, database_url).model_copy(
-        update={"http_port": free_port(), "kafka_group_instance_id": "worker-0"}
+    settings = await process_settings(
+        kafka.bootstrap, database_url, kafka_group_instance_id="worker-0"
     )
-    await make_topics(settings)
     worker_processes.append(_start(settings, tmp_path, "1s"))
     await send_batch(settings)
     await wait_for_count(db, JOINED, PER_BATCH, within=60)
@@ -85,10 +83,7 @@ async def test_sigterm_in_the_middle_of_a_window_writes_it_before_exiting(
     tmp_path: Path,
     worker_processes: list[subprocess.Popen[bytes]],
 ) -> None:
-    settings = isolated_settings(kafka.bootstrap, database_url).model_copy(
-        update={"http_port": free_port()}
-    )
-    await make_topics(settings)
+    settings = await process_settings(kafka.bootstrap, database_url)
     worker = _start(settings, tmp_path, "10m")  # only the size cap or a stop closes it
     worker_processes.append(worker)
     await send_batch(settings)
@@ -111,10 +106,7 @@ async def test_a_replay_from_offset_zero_into_a_new_group_inserts_nothing(
     tmp_path: Path,
     worker_processes: list[subprocess.Popen[bytes]],
 ) -> None:
-    settings = isolated_settings(kafka.bootstrap, database_url).model_copy(
-        update={"http_port": free_port()}
-    )
-    await make_topics(settings)
+    settings = await process_settings(kafka.bootstrap, database_url)
     worker_processes.append(_start(settings, tmp_path, "1s"))
     await send_batch(settings)
     await wait_for_count(db, JOINED, PER_BATCH, within=60)

@@ -22,6 +22,7 @@ from ingest.metrics.registry import MetricRegistry, registry_from_mapping
 from ingest.sdk.producer import FeedbackflowProducer
 from ingest.topics import TopicNames, create_topics
 from workers.clock import ShiftedClock
+from workers.devstack.servers import free_port
 from workers.host.worker import Worker
 from workers.settings import PipelineSettings, Settings
 
@@ -64,6 +65,18 @@ def isolated_settings(bootstrap: str, database_url: str, **pipeline: Any) -> Set
         kafka_session_timeout_ms=6_000,
         pipeline=PipelineSettings(**{**TEST_PIPELINE, **pipeline}),
     )
+
+
+async def process_settings(
+    bootstrap: str, database_url: str, partitions: int = 2, **updates: Any
+) -> Settings:
+    """Settings of a worker process a test starts (its own port for /metrics and /health),
+    with the topics created."""
+    settings = isolated_settings(bootstrap, database_url).model_copy(
+        update={"http_port": free_port(), **updates}
+    )
+    await make_topics(settings, partitions=partitions)
+    return settings
 
 
 async def make_topics(settings: Settings, partitions: int = 2) -> TopicNames:
