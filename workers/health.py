@@ -48,6 +48,9 @@ class PipelineHealth:
     partitions: int = 0
     lag: int | None = None
     last_commit: float | None = None
+    # How long a failure must last before it counts: the coordinator is looked up again after
+    # a rebalance or a broker's restart, which is not an outage.
+    grace_seconds: dict[str, float] = field(default_factory=lambda: {"broker": 5.0})
     _failing: dict[str, tuple[float, str]] = field(default_factory=dict)
 
     def failing(self, what: str, reason: str) -> None:
@@ -78,7 +81,8 @@ class PipelineHealth:
         if self.started_at is None:
             return verdict(False, "starting")
         for what, (since, reason) in sorted(self._failing.items()):
-            return verdict(False, f"{what} failing for {now - since:.0f}s: {reason}")
+            if now - since >= self.grace_seconds.get(what, 0.0):
+                return verdict(False, f"{what} failing for {now - since:.0f}s: {reason}")
         if needs_partitions and not self.partitions:
             return verdict(False, "no partitions assigned")
         stuck_after = max(self.stuck_after_windows * self.window_seconds, self.stuck_floor_seconds)

@@ -9,6 +9,7 @@ that arrived since the last commit go in one request.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import sys
 import time
@@ -23,6 +24,9 @@ from workers.stream.step import by_deadline
 from workers.telemetry import WorkerTelemetry
 
 log = logging.getLogger("feedbackflow.worker")
+
+# The longest one commit may take before the next poll tries again (the broker is away).
+COMMIT_TIMEOUT_SECONDS = 10.0
 
 
 class OffsetCommitter(Protocol):
@@ -76,14 +80,17 @@ class CommitOffsets:
     async def _commit(self, offsets: Mapping[Partition, int]) -> bool:
         """Whether the windows are done with: committed, or refused for good."""
         try:
-            await self.consumer.commit(offsets)
+            # aiokafka's commit waits for the group's coordinator without a limit: a broker cut
+            # off would hold the loop (and every step behind it) for as long as it is away.
+            async with asyncio.timeout(COMMIT_TIMEOUT_SECONDS):
+                await self.consumer.commit(offsets)
         except (CommitFailedError, IllegalStateError) as exc:
             # The group moved on (rebalance): the rows are in Postgres and the new owner's replay
             # of these windows inserts nothing new.  Nothing is lost and nothing duplicated.
             log.warning("offset commit refused after a rebalance: %r", exc)
             self.telemetry.windows.labels("commit_refused").inc()
             return True
-        except KafkaError as exc:
+        except (KafkaError, TimeoutError) as exc:
             # The broker is away: the rows are in Postgres, the offsets wait for it to return
             # (a crash meanwhile replays the windows, which changes nothing).
             self.telemetry.windows.labels("commit_failed").inc()

@@ -124,6 +124,7 @@ class ConsumerLoop:
         consumed = self.telemetry.events_consumed
         for tp, records in batches.items():
             consumed.labels(tp.topic).inc(len(records))
+        self._observe_the_broker()
         async with self._lock:
             if self.chain is not chain:
                 return  # revoked while fetching: the new assignment reads these again
@@ -131,6 +132,18 @@ class ConsumerLoop:
             self.health.partitions, self.health.lag = len(progress.highwaters), progress.lag
             chain.head.submit(Fetched(batches, progress))
             await chain.head.poll()
+
+    def _observe_the_broker(self) -> None:
+        """Tell health whether the group's coordinator answers: aiokafka hides failed fetches
+        (it returns nothing and retries), but marks the coordinator dead when heartbeats fail,
+        so an idle worker cut off from the broker is reported too, not only one with offsets to
+        commit.  A private attribute of a pinned dependency, checked by the broker-cut test
+        (tests/faults/test_outages.py)."""
+        coordinator = getattr(self.consumer, "_coordinator", None)
+        if coordinator is not None and coordinator.coordinator_id is None:
+            self.health.failing("broker", "the group coordinator does not answer")
+        else:
+            self.health.working("broker")
 
     async def revoke(self) -> None:
         async with self._lock:
