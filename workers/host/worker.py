@@ -92,13 +92,10 @@ class Worker:
         ]
         await asyncio.gather(*futures)
 
-    def healthy(self, *, needs_partitions: bool = False) -> tuple[bool, str]:
+    def verdict(self, *, needs_partitions: bool = False) -> tuple[bool, str, dict[str, object]]:
         """Unhealthy while starting, while the consume loop has stopped turning, and whenever
         the pipeline's own verdict says so (workers.health); ``needs_partitions`` for
         readiness: a worker without partitions is alive but serves nothing."""
-        return self.verdict(needs_partitions=needs_partitions)[:2]
-
-    def verdict(self, *, needs_partitions: bool = False) -> tuple[bool, str, dict[str, object]]:
         verdict = self.health.verdict(needs_partitions=needs_partitions)
         body = verdict.as_json()
         if self.loop is None:
