@@ -12,11 +12,11 @@ import asyncpg
 from ingest.metrics.registry import registry_from_mapping
 from ingest.sdk.producer import FeedbackflowProducer
 from ingest.topics import TopicNames, create_topics
-from workers.devstack.haiku_traffic import DEMO_METRICS, Expected, haiku_traffic
+from workers.devstack.haiku_traffic import DEMO_METRICS, DEMO_PIPELINE, Expected, haiku_traffic
 from workers.devstack.stack import embedded_stack
 from workers.host.worker import Worker
 from workers.read_model.landed import Landed, landed, render
-from workers.settings import Settings
+from workers.settings import PipelineSettings, Settings
 
 
 def _matches(expected: Expected, result: Landed, predictions: int) -> list[str]:
@@ -52,6 +52,9 @@ async def _demo(live: Settings, predictions: int, started: float) -> int:
             "topic_prefix": f"demo-{int(time.time())}",
             "consumer_group": "feedbackflow-demo",
             "http_port": 0,
+            # Not the [pipeline] of a feedbackflow.toml in the working directory (5-minute
+            # windows): the demo's own.
+            "pipeline": PipelineSettings(**DEMO_PIPELINE),
         }
     )
     topics = TopicNames(live.topic_prefix)

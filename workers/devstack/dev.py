@@ -7,16 +7,18 @@ from pathlib import Path
 
 from ingest.metrics.registry import load_registry, registry_from_mapping
 from ingest.topics import TopicNames
-from workers.devstack.haiku_traffic import DEMO_METRICS
+from workers.devstack.haiku_traffic import DEMO_METRICS, DEMO_PIPELINE
 from workers.devstack.stack import embedded_stack, given, migrate_database
 from workers.host.app import run_worker_process
-from workers.settings import Settings
+from workers.settings import PipelineSettings, Settings
 
 
 def run_dev(settings: Settings, http_port: int) -> int:
     registry = registry_from_mapping(DEMO_METRICS)
     if given("config", settings) or settings.config.is_file():
-        registry = load_registry(settings.config)
+        registry = load_registry(settings.config)  # and its [pipeline], read by the settings
+    elif "pipeline" not in settings.model_fields_set:
+        settings = settings.model_copy(update={"pipeline": PipelineSettings(**DEMO_PIPELINE)})
     pgdata = Path.cwd() / ".feedbackflow" / "pgdata"
     with embedded_stack(settings, None, pgdata) as live:
         live = live.model_copy(update={"http_port": http_port})

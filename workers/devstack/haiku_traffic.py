@@ -19,8 +19,9 @@ from ingest.sdk.producer import build_feedback, build_prediction, uuid7
 from ingest.wire.events import Feedback, Prediction
 from workers.read_model.landed import NO_MODEL
 
+# Windows of a second: the demo waits for what it sent to land, and checks it.
+DEMO_PIPELINE: dict[str, Any] = {"window": "1s", "retention": "90d"}
 DEMO_METRICS: dict[str, Any] = {
-    "pipeline": {"window": "1s", "retention": "90d"},
     "metrics": {
         "haiku_rating": {"type": "boolean", "level": "inference", "optimize": "max"},
         "haiku_stars": {"type": "float", "min": 1, "max": 5, "optimize": "max"},
