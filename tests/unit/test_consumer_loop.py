@@ -19,6 +19,7 @@ import pytest
 from pydantic import ValidationError
 
 from tests.fakes import TOPICS, TP, FakeConsumer, loop_over, run_until_all_committed
+from workers.stream.consumer_loop import ConsumerLoop
 from workers.stream.sink import WindowOutcome
 from workers.stream.window import WindowContents
 from workers.testing.traffic import Record, prediction_payload
@@ -132,12 +133,7 @@ async def test_a_revocation_writes_and_commits_what_was_read_before_the_partitio
     loop = loop_over(consumer, FakeSink({}, log), in_flight=2, per_window=100, window="1h")
     first_chain = loop.chain
     stopping = asyncio.Event()
-    task = asyncio.create_task(loop.run(stopping))
-    async with asyncio.timeout(10):
-        while first_chain.window.buffer.events < 5:
-            await consumer.fetched.wait()
-            consumer.fetched.clear()
-        await loop.revoke()
+    task = await _revoke_once_the_window_holds(loop, consumer, stopping, events=5)
     assert consumer.commits == [{TP(TOPICS.predictions, 0): 5}]
     assert loop.chain is not first_chain  # built anew for the next assignment
     stopping.set()
@@ -157,12 +153,7 @@ async def test_a_revocation_past_its_deadline_abandons_the_window_uncommitted() 
     )
     first_chain = loop.chain
     stopping = asyncio.Event()
-    task = asyncio.create_task(loop.run(stopping))
-    async with asyncio.timeout(10):
-        while first_chain.window.buffer.events < 5:
-            await consumer.fetched.wait()
-            consumer.fetched.clear()
-        await loop.revoke()
+    task = await _revoke_once_the_window_holds(loop, consumer, stopping, events=5)
     assert log == ["start 5"]  # the write began, and was cancelled at the deadline
     assert consumer.commits == []
     assert loop.telemetry.windows.labels("abandoned")._value.get() == 1
@@ -208,3 +199,18 @@ async def test_offsets_wait_for_an_earlier_window_even_when_a_later_write_finish
     await run_until_all_committed(loop, consumer)
     assert log.index("done 10") < log.index("done 5")  # the later window finished first ...
     assert all(log.index("done 5") < i for i, e in enumerate(log) if e.startswith("commit"))
+
+
+async def _revoke_once_the_window_holds(
+    loop: ConsumerLoop, consumer: FakeConsumer, stopping: asyncio.Event, events: int
+) -> asyncio.Task[None]:
+    """Run the loop until its window holds ``events``, then revoke its partitions; the loop's
+    task, still running."""
+    window = loop.chain.window
+    task = asyncio.create_task(loop.run(stopping))
+    async with asyncio.timeout(10):
+        while window.buffer.events < events:
+            await consumer.fetched.wait()
+            consumer.fetched.clear()
+        await loop.revoke()
+    return task
