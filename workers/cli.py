@@ -1,4 +1,4 @@
-"""``feedbackflow``: migrate, worker, retention, dev, demo, schemas.
+"""``feedbackflow``: migrate, worker, api, keys, retention, dev, demo, schemas.
 
 Connection settings come from flags, then ``FEEDBACKFLOW_*`` environment variables, then
 defaults (``workers.settings``); the metric config from ``--config`` / ``FEEDBACKFLOW_CONFIG``.
@@ -61,6 +61,42 @@ async def _retention(settings: Settings, registry: MetricRegistry) -> int:
     return 0
 
 
+async def _keys(settings: Settings, args: argparse.Namespace) -> int:
+    from workers.postgres import api_keys
+
+    conn = await asyncpg.connect(settings.database_url)
+    try:
+        if args.keys_command == "create":
+            key = await api_keys.create_key(conn, args.name, args.scopes.split(","))
+            print(key)
+            print(
+                "This is the only time the key is shown; the gateway keeps only its hash.",
+                file=sys.stderr,
+            )
+            return 0
+        if args.keys_command == "revoke":
+            key_id = api_keys.key_id_of(args.key_id)
+            if await api_keys.revoke_key(conn, key_id):
+                print(f"revoked {key_id}; the gateway refuses it within seconds")
+                return 0
+            print(f"feedbackflow: no active key {key_id!r}", file=sys.stderr)
+            return 1
+        for key in await api_keys.list_keys(conn):
+            state = f"revoked {key.revoked_at:%Y-%m-%d %H:%M}" if key.revoked_at else "active"
+            scopes = ",".join(sorted(key.scopes))
+            print(f"{key.key_id}\t{key.name}\t{scopes}\t{key.created_at:%Y-%m-%d %H:%M}\t{state}")
+        return 0
+    finally:
+        await conn.close()
+
+
+def _api(settings: Settings, registry: MetricRegistry) -> int:
+    from ingest.gateway.server import run_gateway
+
+    run_gateway(settings, registry)
+    return 0
+
+
 def _worker(settings: Settings, registry: MetricRegistry) -> int:
     from workers.host.app import run_worker_process
 
@@ -82,6 +118,19 @@ def _parser() -> argparse.ArgumentParser:
     worker.add_argument(
         "--http-port", type=int, help="/metrics and /health; env FEEDBACKFLOW_HTTP_PORT"
     )
+    api = sub.add_parser("api", parents=[common], help="run the HTTP gateway")
+    api.add_argument("--host", help="env FEEDBACKFLOW_GATEWAY__HOST (default 127.0.0.1)")
+    api.add_argument("--port", type=int, help="env FEEDBACKFLOW_GATEWAY__PORT (default 8080)")
+    keys = sub.add_parser("keys", parents=[common], help="the gateway's API keys")
+    keys_sub = keys.add_subparsers(dest="keys_command", required=True)
+    create = keys_sub.add_parser("create", help="make a key and print it (once)")
+    create.add_argument("--name", required=True, help="who uses it, e.g. checkout-service")
+    create.add_argument(
+        "--scopes", default="feedback", help="comma-separated: predictions, feedback, admin"
+    )
+    keys_sub.add_parser("list", help="every key: id, name, scopes, created, state")
+    revoke = keys_sub.add_parser("revoke", help="stop a key working (within seconds)")
+    revoke.add_argument("key_id", help="the key's id (or the whole key)")
     sub.add_parser("retention", parents=[common], help="expire and drop past-retention data")
     dev = sub.add_parser(
         "dev", parents=[common], help="embedded broker + Postgres, migrate, run a worker"
@@ -127,9 +176,16 @@ def _dispatch(args: argparse.Namespace) -> int:
     settings = _settings_from(args)
     if args.command == "migrate":
         return asyncio.run(_migrate(settings))
+    if args.command == "keys":
+        return asyncio.run(_keys(settings, args))
     registry = load_registry(settings.config)
     if args.command == "retention":
         return asyncio.run(_retention(settings, registry))
+    if args.command == "api":
+        gateway = settings.gateway.model_copy(
+            update={k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
+        )
+        return _api(settings.model_copy(update={"gateway": gateway}), registry)
     return _worker(settings, registry)
 
 

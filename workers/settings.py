@@ -14,7 +14,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SecretStr
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
@@ -79,6 +79,39 @@ class PipelineSettings(BaseModel):
         return max(self.window.total_seconds(), self.hold_back_min_seconds)
 
 
+Scope = Literal["predictions", "feedback", "admin"]
+
+
+class GatewaySettings(BaseModel):
+    """The HTTP gateway (``feedbackflow api``, ``ingest.gateway``): who may write, and limits."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65535)
+    # Off only when said so (the demo and dev stack do): anyone who reaches the port may write.
+    # The gateway logs it loudly at start.
+    auth: bool = True
+    # Signs and checks end-user feedback tokens (HS256 JWTs); unset, tokens are refused.
+    token_secret: SecretStr | None = Field(default=None)
+    # How long a minted end-user token lasts unless the request asks for less.
+    token_ttl_seconds: int = Field(default=86_400, gt=0, le=90 * 86_400)
+    # How long an API key's look-up is trusted: a revoked key stops working within this.
+    key_cache_seconds: float = Field(default=2.0, ge=0)
+    # Browser origins allowed to post feedback (end-user tokens), e.g. https://app.example.com.
+    cors_origins: list[str] = Field(default_factory=list)
+    # A request body larger than this is refused (413) before it is read whole.
+    max_body_bytes: int = Field(default=16 * 1024 * 1024, gt=0)
+    # One event's encoded size at most: Apache Kafka's default message.max.bytes is 1 MB.
+    max_event_bytes: int = Field(default=1_000_000, gt=0)
+    # Items (predictions and feedback together) one POST /v1/batch may carry.
+    max_batch_items: int = Field(default=1_000, gt=0)
+    # How long a request waits for the broker's ack before answering 503 with Retry-After.
+    publish_timeout_seconds: float = Field(default=5.0, gt=0)
+    # How long an Idempotency-Key is remembered: a retry within it gets the first answer.
+    idempotency_seconds: float = Field(default=86_400.0, gt=0)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX,
@@ -105,6 +138,7 @@ class Settings(BaseSettings):
     # worker take its partitions back at once instead of after the session timeout.
     kafka_group_instance_id: str | None = Field(default=None, min_length=1, max_length=249)
     pipeline: PipelineSettings = PipelineSettings()
+    gateway: GatewaySettings = GatewaySettings()
 
     @classmethod
     def settings_customise_sources(

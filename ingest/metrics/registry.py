@@ -23,7 +23,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationIn
 from ingest.wire.events import Feedback, TargetKind
 
 MetricType = Literal["boolean", "float", "categorical", "comment", "demonstration", "json"]
-Level = Literal["prediction", "episode"]
+# "any": the built-in comment, which TensorZero takes on an inference or an episode alike.
+Level = Literal["prediction", "episode", "any"]
 METRIC_TYPES: tuple[MetricType, ...] = (
     "boolean",
     "float",
@@ -42,6 +43,7 @@ _LEVEL_ALIASES: dict[str, Level] = {
 LEVEL_TARGETS: dict[Level, frozenset[TargetKind]] = {
     "prediction": frozenset({"prediction_id", "join_key"}),
     "episode": frozenset({"episode_id"}),
+    "any": frozenset({"prediction_id", "join_key", "episode_id"}),
 }
 
 
@@ -357,7 +359,7 @@ def registry_from_mapping(document: Mapping[str, Any]) -> MetricRegistry:
     if unknown:
         errors.append(("top level", f"unknown section(s) {unknown}; allowed: pipeline, metrics"))
     metrics: dict[str, Metric] = {
-        "comment": Metric(name="comment", type="comment", description="free text"),
+        "comment": Metric(name="comment", type="comment", level="any", description="free text"),
         "demonstration": Metric(
             name="demonstration", type="demonstration", description="a corrected output, any JSON"
         ),

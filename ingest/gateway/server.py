@@ -1,0 +1,156 @@
+"""``feedbackflow api``: the gateway's parts built from the settings, served by uvicorn."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from datetime import timedelta
+
+import asyncpg
+import uvicorn
+
+from ingest.gateway.admission import Admission
+from ingest.gateway.app import gateway_app
+from ingest.gateway.auth import Gatekeeper
+from ingest.gateway.intake import Intake
+from ingest.gateway.parts import GatewayParts
+from ingest.gateway.publisher import KafkaPublisher
+from ingest.gateway.telemetry import GatewayTelemetry
+from ingest.metrics.registry import MetricRegistry
+from ingest.topics import TopicNames
+from workers.postgres import idempotent_requests
+from workers.postgres.api_keys import StoredKey, find_key
+from workers.postgres.idempotent_requests import Remembered
+from workers.settings import Settings
+
+log = logging.getLogger("feedbackflow.gateway")
+
+# How often remembered idempotent requests past their time are deleted.
+FORGET_EVERY_SECONDS = 60.0
+# Failures that mean "the database is away", not "the request is wrong".
+DATABASE_AWAY = (
+    OSError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.CannotConnectNowError,
+    TimeoutError,
+)
+
+
+class GatewayDatabase:
+    """The gateway's small pool: API key look-ups and idempotent requests, nothing per event."""
+
+    def __init__(self, url: str, remember_for: timedelta) -> None:
+        self.url, self.remember_for = url, remember_for
+        self._pool: asyncpg.Pool | None = None
+        self._forgetting: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self._pool = await asyncpg.create_pool(self.url, min_size=0, max_size=4, timeout=5)
+        self._forgetting = asyncio.create_task(self._forget(), name="forget-idempotent-requests")
+
+    async def stop(self) -> None:
+        if self._forgetting is not None:
+            self._forgetting.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._forgetting
+        if self._pool is not None:
+            await self._pool.close()
+
+    def _ready(self) -> asyncpg.Pool:
+        if self._pool is None:
+            raise ConnectionError("the database pool is not started")
+        return self._pool
+
+    async def find_key(self, key_id: str) -> StoredKey | None:
+        try:
+            return await find_key(self._ready(), key_id)
+        except DATABASE_AWAY as exc:
+            raise ConnectionError(str(exc) or type(exc).__name__) from None
+
+    async def claim(self, caller: str, key: str, first: Remembered) -> Remembered:
+        try:
+            return await idempotent_requests.claim(self._ready(), caller, key, first)
+        except DATABASE_AWAY as exc:
+            raise ConnectionError(str(exc) or type(exc).__name__) from None
+
+    async def _forget(self) -> None:
+        while True:
+            try:
+                await idempotent_requests.forget_older_than(self._ready(), self.remember_for)
+            except DATABASE_AWAY as exc:
+                log.warning("could not forget old idempotent requests: %s", exc)
+            await asyncio.sleep(FORGET_EVERY_SECONDS)
+
+
+def build_parts(settings: Settings, registry: MetricRegistry) -> GatewayParts:
+    gateway = settings.gateway
+    database = GatewayDatabase(
+        settings.database_url, timedelta(seconds=gateway.idempotency_seconds)
+    )
+    publisher = KafkaPublisher(
+        settings.kafka_bootstrap,
+        idempotent=settings.kafka_idempotence,
+        timeout=gateway.publish_timeout_seconds,
+    )
+    telemetry = GatewayTelemetry()
+    secret = gateway.token_secret.get_secret_value() if gateway.token_secret else None
+
+    async def start() -> None:
+        if not gateway.auth:
+            log.warning(
+                "AUTH IS OFF (FEEDBACKFLOW_GATEWAY__AUTH=false): anyone who reaches "
+                "%s:%d may write predictions and feedback",
+                gateway.host,
+                gateway.port,
+            )
+        await database.start()
+        await publisher.start()
+
+    async def stop() -> None:
+        await publisher.stop()
+        await database.stop()
+
+    return GatewayParts(
+        settings=gateway,
+        registry=registry,
+        admission=Admission(
+            registry,
+            TopicNames(settings.topic_prefix),
+            settings.pipeline.retention,
+            gateway.max_event_bytes,
+        ),
+        gatekeeper=Gatekeeper(
+            enabled=gateway.auth,
+            lookup=database.find_key,
+            token_secret=secret,
+            cache_seconds=gateway.key_cache_seconds,
+        ),
+        publisher=publisher,
+        intake=Intake(publisher, database.claim, telemetry),
+        telemetry=telemetry,
+        on_start=start,
+        on_stop=stop,
+    )
+
+
+def uvicorn_config(settings: Settings, registry: MetricRegistry) -> uvicorn.Config:
+    return uvicorn.Config(
+        gateway_app(build_parts(settings, registry)),
+        host=settings.gateway.host,
+        port=settings.gateway.port,
+        log_level="warning",
+        access_log=False,
+        # Between a client's requests on one connection; past it the connection is closed.
+        timeout_keep_alive=30,
+        lifespan="on",
+    )
+
+
+def run_gateway(settings: Settings, registry: MetricRegistry) -> None:
+    config = uvicorn_config(settings, registry)
+    log.info(
+        "gateway on http://%s:%d (docs at /docs)", settings.gateway.host, settings.gateway.port
+    )
+    uvicorn.Server(config).run()
