@@ -81,10 +81,12 @@ async def _keys(settings: Settings, args: argparse.Namespace) -> int:
                 return 0
             print(f"feedbackflow: no active key {key_id!r}", file=sys.stderr)
             return 1
-        for key in await api_keys.list_keys(conn):
-            state = f"revoked {key.revoked_at:%Y-%m-%d %H:%M}" if key.revoked_at else "active"
-            scopes = ",".join(sorted(key.scopes))
-            print(f"{key.key_id}\t{key.name}\t{scopes}\t{key.created_at:%Y-%m-%d %H:%M}\t{state}")
+        for listed in await api_keys.list_keys(conn):
+            revoked = listed.revoked_at
+            state = f"revoked {revoked:%Y-%m-%d %H:%M}" if revoked else "active"
+            scopes = ",".join(sorted(listed.scopes))
+            made = f"{listed.created_at:%Y-%m-%d %H:%M}"
+            print(f"{listed.key_id}\t{listed.name}\t{scopes}\t{made}\t{state}")
         return 0
     finally:
         await conn.close()

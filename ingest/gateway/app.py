@@ -10,7 +10,7 @@ from typing import Any
 from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -54,8 +54,8 @@ class RequestMetrics:
     """Counts answers by route and status and times them; plain ASGI, so it costs a few
     microseconds a request (Starlette's BaseHTTPMiddleware costs far more)."""
 
-    def __init__(self, app: ASGIApp, telemetry: GatewayTelemetry, routes: frozenset[str]) -> None:
-        self.app, self.telemetry, self.routes = app, telemetry, routes
+    def __init__(self, app: ASGIApp, telemetry: GatewayTelemetry) -> None:
+        self.app, self.telemetry = app, telemetry
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -72,8 +72,8 @@ class RequestMetrics:
         try:
             await self.app(scope, receive, sending)
         finally:
-            path = scope["path"]
-            route = path if path in self.routes else "other"
+            # The route matched (a bounded set of labels), not the path asked for.
+            route = getattr(scope.get("route"), "path", "other")
             self.telemetry.requests.labels(route, str(status[0])).inc()
             self.telemetry.request_seconds.labels(route).observe(time.perf_counter() - started)
 
@@ -108,13 +108,18 @@ def gateway_app(parts: GatewayParts) -> FastAPI:
             headers={"Retry-After": "1"},
         )
 
-    @app.get("/metrics", tags=["operations"], summary="Prometheus metrics")
+    @app.get(
+        "/metrics",
+        tags=["operations"],
+        summary="Prometheus metrics",
+        response_class=PlainTextResponse,
+        responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}},
+    )
     async def metrics() -> Response:
         return Response(generate_latest(parts.telemetry.registry), media_type=CONTENT_TYPE_LATEST)
 
     openapi.install(app, {openapi.TENSORZERO_FEEDBACK: TensorZeroFeedback})
-    routes = frozenset(getattr(r, "path", "") for r in app.routes)
-    app.add_middleware(RequestMetrics, telemetry=parts.telemetry, routes=routes)
+    app.add_middleware(RequestMetrics, telemetry=parts.telemetry)
     if parts.settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,

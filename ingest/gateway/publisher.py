@@ -87,6 +87,8 @@ class KafkaPublisher:
     async def publish_each(self, events: Sequence[PublishedEvent]) -> list[Refusal | None]:
         """Send all, wait for all acks (bounded); each event's refusal, or None once acked."""
         producer = self._producer
+        if not events:
+            return []
         if producer is None:
             return [unavailable("not connected to a broker yet", START_RETRY_SECONDS)] * len(events)
         loop = asyncio.get_running_loop()
