@@ -91,12 +91,12 @@ class Intake:
         dryrun: bool = False,
     ) -> list[Outcome]:
         if dryrun:
-            self.telemetry.count_plan(plan, "dryrun")
+            self.telemetry.count_events(plan.events, "dryrun")
             return [_outcome(item, None) for item in plan.items]
         if idempotency_key is not None and plan.events:
             plan = await self._claimed(plan, caller, idempotency_key, digest)
         published = await self.publisher.publish_each(plan.events)
-        self.telemetry.count_published(plan, published)
+        self.telemetry.count_published(plan.events, published)
         results = iter(published)
         return [
             _outcome(item, next(results) if isinstance(item, Admitted) else None)

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
-if TYPE_CHECKING:
-    from ingest.gateway.errors import Refusal
-    from ingest.gateway.intake import Plan
+from ingest.gateway.errors import Refusal
+from workers.postgres.idempotent_requests import PublishedEvent
 
 
 class GatewayTelemetry:
@@ -38,12 +36,14 @@ class GatewayTelemetry:
             registry=r,
         )
 
-    def count_plan(self, plan: Plan, outcome: str) -> None:
-        for event in plan.events:
+    def count_events(self, events: Sequence[PublishedEvent], outcome: str) -> None:
+        for event in events:
             self.events.labels(_kind(event.topic), outcome).inc()
 
-    def count_published(self, plan: Plan, published: Sequence[Refusal | None]) -> None:
-        for event, refusal in zip(plan.events, published, strict=True):
+    def count_published(
+        self, events: Sequence[PublishedEvent], published: Sequence[Refusal | None]
+    ) -> None:
+        for event, refusal in zip(events, published, strict=True):
             outcome = "published" if refusal is None else "unavailable"
             self.events.labels(_kind(event.topic), outcome).inc()
 
