@@ -35,3 +35,4 @@ async def test_the_demo_adds_up(
     out = capsys.readouterr().out
     assert code == 0, out
     assert "All numbers add up" in out
+    assert "feedback through the HTTP gateway (POST /v1/batch)" in out

@@ -1,5 +1,9 @@
 """``feedbackflow demo``: the haiku traffic through the whole pipeline on the embedded stack,
-then a check that every number sent adds up in Postgres."""
+then a check that every number sent adds up in Postgres.
+
+Predictions and the early feedback go to Kafka through the SDK; the late feedback through the
+HTTP gateway (``POST /v1/batch``, auth off as the demo is local), as a browser or a labelling
+tool would send it."""
 
 from __future__ import annotations
 
@@ -7,12 +11,17 @@ import asyncio
 import time
 from datetime import UTC, datetime
 
+import aiohttp
 import asyncpg
+import uvicorn
 
-from ingest.metrics.registry import registry_from_mapping
+from ingest.gateway.server import uvicorn_config
+from ingest.metrics.registry import MetricRegistry, registry_from_mapping
 from ingest.sdk.producer import FeedbackflowProducer
 from ingest.topics import TopicNames, create_topics
+from ingest.wire.events import Feedback
 from workers.devstack.haiku_traffic import DEMO_METRICS, DEMO_PIPELINE, Expected, haiku_traffic
+from workers.devstack.servers import free_port
 from workers.devstack.stack import embedded_stack
 from workers.host.worker import Worker
 from workers.read_model.landed import Landed, landed, render
@@ -37,6 +46,40 @@ def _matches(expected: Expected, result: Landed, predictions: int) -> list[str]:
     if result.predictions != predictions:
         problems.append(f"predictions: expected {predictions}, got {result.predictions}")
     return problems
+
+
+# Feedback per POST /v1/batch.
+BATCH = 500
+
+
+async def _through_the_gateway(
+    live: Settings, registry: MetricRegistry, feedback: list[Feedback]
+) -> None:
+    gateway = live.gateway.model_copy(update={"auth": False, "port": free_port()})
+    server = uvicorn.Server(uvicorn_config(live.model_copy(update={"gateway": gateway}), registry))
+    serving = asyncio.create_task(server.serve(), name="gateway")
+    try:
+        while not server.started:
+            if serving.done():
+                serving.result()
+                raise RuntimeError("the gateway stopped before it served")
+            await asyncio.sleep(0.05)
+        url = f"http://127.0.0.1:{gateway.port}/v1/batch"
+        async with aiohttp.ClientSession() as http:
+            for start in range(0, len(feedback), BATCH):
+                items = [
+                    f.model_dump(mode="json", exclude_none=True)
+                    for f in feedback[start : start + BATCH]
+                ]
+                async with http.post(url, json={"feedback": items}) as answer:
+                    body = await answer.json()
+                refused = [item for item in body["feedback"] if item["status"] != 202]
+                if answer.status != 207 or refused:
+                    raise RuntimeError(f"the gateway refused demo feedback: {refused[:3] or body}")
+        print(f"sent {len(feedback)} feedback through the HTTP gateway (POST /v1/batch)")
+    finally:
+        server.should_exit = True
+        await serving
 
 
 def run_demo(settings: Settings, predictions: int) -> int:
@@ -81,9 +124,8 @@ async def _demo(live: Settings, predictions: int, started: float) -> int:
                 prediction.effective_join_key,
                 prediction.model_dump_json().encode(),
             )
-        for event in traffic.feedback:
-            await ff.send_raw(topics.feedback, event.target, event.model_dump_json().encode())
         await ff.flush()
+    await _through_the_gateway(live, registry, traffic.feedback)
     conn = await asyncpg.connect(live.database_url)
     try:
         result = await landed(conn)

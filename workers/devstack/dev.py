@@ -3,14 +3,27 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from pathlib import Path
 
-from ingest.metrics.registry import load_registry, registry_from_mapping
+import uvicorn
+
+from ingest.gateway.server import uvicorn_config
+from ingest.metrics.registry import MetricRegistry, load_registry, registry_from_mapping
 from ingest.topics import TopicNames
 from workers.devstack.haiku_traffic import DEMO_METRICS, DEMO_PIPELINE
 from workers.devstack.stack import embedded_stack, given, migrate_database
 from workers.host.app import run_worker_process
 from workers.settings import PipelineSettings, Settings
+
+
+def _start_gateway(live: Settings, registry: MetricRegistry) -> uvicorn.Server:
+    """The HTTP gateway beside the worker, in a thread of its own with auth off: a laptop's
+    stack (the gateway says so loudly at start)."""
+    gateway = live.gateway.model_copy(update={"auth": False})
+    server = uvicorn.Server(uvicorn_config(live.model_copy(update={"gateway": gateway}), registry))
+    threading.Thread(target=server.run, name="gateway", daemon=True).start()
+    return server
 
 
 def run_dev(settings: Settings, http_port: int) -> int:
@@ -28,10 +41,15 @@ def run_dev(settings: Settings, http_port: int) -> int:
             f"  FEEDBACKFLOW_KAFKA_BOOTSTRAP={live.kafka_bootstrap}\n"
             f"  FEEDBACKFLOW_DATABASE_URL='{live.database_url}'\n"
             f"  FEEDBACKFLOW_KAFKA_IDEMPOTENCE={str(live.kafka_idempotence).lower()}\n"
-            f"  metrics: http://127.0.0.1:{http_port}/metrics  health: /health\n"
+            f"  worker metrics: http://127.0.0.1:{http_port}/metrics  health: /health\n"
+            f"  HTTP gateway (auth off): http://127.0.0.1:{live.gateway.port}  docs: /docs\n"
             f"  topics: {', '.join(TopicNames(live.topic_prefix).inputs)}\n"
             "Ctrl-C stops it.",
             flush=True,
         )
-        run_worker_process(live, registry)
+        gateway = _start_gateway(live, registry)
+        try:
+            run_worker_process(live, registry)
+        finally:
+            gateway.should_exit = True
     return 0
