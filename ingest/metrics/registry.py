@@ -189,8 +189,18 @@ class FieldError(ValueError):
         self.reason = reason
 
 
+_JSON_KINDS = {bool: "a boolean", int: "a number", float: "a number", str: "a string"}
+
+
 def _kind(value: Any) -> str:
-    return "null" if value is None else type(value).__name__.replace("dict", "object")
+    """The JSON kind of a value, as a producer in any language would name it."""
+    if value is None:
+        return "null"
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, dict):
+        return "an object"
+    return _JSON_KINDS.get(type(value), type(value).__name__)
 
 
 class MetricTable(BaseModel):

@@ -147,7 +147,7 @@ async def test_malformed_messages_become_dead_letters_and_the_partition_keeps_fl
         b'{"feedback_id": "0196b0f6-0000-7000-8000-000000000001", "metric": "vibes",'
         b' "join_key": "k", "value": true}': ("metric", "unknown metric 'vibes'"),
         b'{"feedback_id": "0196b0f6-0000-7000-8000-000000000002", "metric": "haiku_score",'
-        b' "join_key": "k", "value": "five"}': ("value", "is a number; got str"),
+        b' "join_key": "k", "value": "five"}': ("value", "is a number; got a string"),
         b'{"feedback_id": "0196b0f6-0000-7000-8000-000000000003", "metric": "task_success",'
         b' "join_key": "k", "value": true}': ("join_key", "episode-level"),
         b'{"feedback_id": "0196b0f6-0000-7000-8000-000000000004", "metric": "haiku_rating",'

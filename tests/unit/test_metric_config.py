@@ -127,7 +127,7 @@ def test_builtins_are_described() -> None:
 
 def test_description_must_be_a_string() -> None:
     message = config_error({"metrics": {"score": {"type": "float", "description": 3}}})
-    assert message == "[metrics.score] description: must be a string, got int"
+    assert message == "[metrics.score] description: must be a string, got a number"
 
 
 def test_builtin_comment_and_demonstration_exist_without_config() -> None:
@@ -403,12 +403,12 @@ def test_boolean_accepts_true_and_false() -> None:
 
 
 def test_boolean_rejects_one() -> None:
-    with pytest.raises(ValueError, match="'m' is boolean; got int"):
+    with pytest.raises(ValueError, match="'m' is boolean; got a number"):
         metric({"type": "boolean"}).typed_value(1)
 
 
 def test_boolean_rejects_string_true() -> None:
-    with pytest.raises(ValueError, match="boolean; got str"):
+    with pytest.raises(ValueError, match="boolean; got a string"):
         metric({"type": "boolean"}).typed_value("true")
 
 
@@ -419,7 +419,7 @@ def test_float_accepts_ints_and_floats_as_floats() -> None:
 
 
 def test_float_rejects_true() -> None:
-    with pytest.raises(ValueError, match="is a number; got bool"):
+    with pytest.raises(ValueError, match="is a number; got a boolean"):
         metric({"type": "float"}).typed_value(True)
 
 
@@ -480,7 +480,7 @@ def test_comment_accepts_string() -> None:
 
 def test_comment_must_be_a_string() -> None:
     comment = registry_from_mapping({}).metrics["comment"]
-    with pytest.raises(ValueError, match="is a comment; got object"):
+    with pytest.raises(ValueError, match="is a comment; got an object"):
         comment.typed_value({"text": "nice"})
 
 
