@@ -1,20 +1,36 @@
-"""Every example in the README works as written: the config, the wire-format events and the SDK
-snippet (run against the suite's broker, named in the environment as `feedbackflow dev` does)."""
+"""Every example in the README works as written: the config, the wire-format events, the SDK
+snippet (run against the suite's broker, named in the environment as `feedbackflow dev` does),
+the gateway's shell session and TensorZero's client (run against a gateway and worker on the
+test's broker and database; the one change is the gateway's address, a free port here instead
+of 127.0.0.1:8080)."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
+import sys
 import tomllib
+import uuid
 from pathlib import Path
 
+import asyncpg
 import pytest
 from aiokafka import AIOKafkaConsumer
 
-from ingest.metrics.registry import registry_from_mapping
+from ingest.metrics.registry import load_registry, registry_from_mapping
 from ingest.topics import TopicNames, create_topics
 from ingest.wire.events import Feedback, Prediction
+from tests.integration.gateway import new_key, running_gateway, with_gateway
+from tests.integration.harness import (
+    committed_to_the_end,
+    isolated_settings,
+    make_topics,
+    running_worker,
+    wait_for_count,
+    wait_until,
+)
 from workers.devstack.servers import TansuBroker
 from workers.settings import PipelineSettings
 
@@ -23,6 +39,11 @@ README = Path(__file__).resolve().parents[2] / "README.md"
 
 def _blocks(language: str) -> list[str]:
     return re.findall(rf"```{language}\n(.*?)```", README.read_text(), flags=re.DOTALL)
+
+
+def _block(language: str, containing: str) -> str:
+    (block,) = [b for b in _blocks(language) if containing in b]
+    return block
 
 
 def test_the_readme_config_is_a_valid_config() -> None:
@@ -42,7 +63,7 @@ def test_the_readme_events_are_valid_wire_format() -> None:
 async def test_the_readme_sdk_snippet_sends_what_it_says(
     kafka: TansuBroker, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    (code,) = _blocks("python")
+    code = _block("python", "FeedbackflowProducer")
     # What `feedbackflow dev` prints for its embedded broker.
     monkeypatch.setenv("FEEDBACKFLOW_KAFKA_BOOTSTRAP", kafka.bootstrap)
     monkeypatch.setenv("FEEDBACKFLOW_KAFKA_IDEMPOTENCE", "false")
@@ -69,3 +90,92 @@ async def test_the_readme_sdk_snippet_sends_what_it_says(
     feedback = Feedback.model_validate_json(seen[TopicNames().feedback][-1])
     assert feedback.prediction_id == prediction.prediction_id
     assert (prediction.model, feedback.value) == ("gpt-haiku-a", True)
+
+
+REPOSITORY_CONFIG = README.with_name("feedbackflow.toml")
+README_GATEWAY = "http://127.0.0.1:8080"
+
+
+async def test_the_readme_gateway_session_and_tensorzero_client_work_as_written(
+    kafka: TansuBroker, database_url: str, db: asyncpg.Connection
+) -> None:
+    registry = load_registry(REPOSITORY_CONFIG)
+    settings = with_gateway(isolated_settings(kafka.bootstrap, database_url))
+    await make_topics(settings)
+    async with running_worker(settings, registry), running_gateway(settings, registry) as url:
+        script = _block("sh", "curl").replace(README_GATEWAY, url)
+        env = {
+            **os.environ,
+            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+            "FEEDBACKFLOW_DATABASE_URL": database_url,
+        }
+        shell = await asyncio.create_subprocess_exec(
+            "bash",
+            "-euo",
+            "pipefail",
+            "-c",
+            script,
+            env=env,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        out, err = await shell.communicate()
+        assert shell.returncode == 0, err.decode()
+        answers = [json.loads(line) for line in out.decode().splitlines()]
+        prediction, stars, stars_again, mistake, batch, thumbs = answers
+        assert prediction["join_key"] == "req-42"
+        assert stars == stars_again
+        assert "feedback_id" in stars
+        assert mistake["error"] == "value: metric 'haiku_rating' is boolean; got a string"
+        statuses = [i["status"] for i in batch["predictions"] + batch["feedback"]]
+        assert statuses == [202, 202, 400]
+        assert "feedback_id" in thumbs
+
+        token_prediction = await _when_stored(db, "req-44")
+        code = _block("python", "TensorZeroGateway").replace(README_GATEWAY, url)
+        key = await new_key(database_url, "feedback")
+        tz_env = {"KEY": key, "PREDICTION": str(token_prediction)}
+        await asyncio.to_thread(_run_with_env, code, tz_env)
+        await wait_for_count(
+            db, "SELECT count(*) FROM feedbackflow.feedback WHERE status = 'joined'", 5
+        )
+        await wait_until(lambda: committed_to_the_end(settings), what="the worker to catch up")
+    rows = await db.fetch(
+        "SELECT metric, join_key, coalesce(source_type, '-') FROM feedbackflow.feedback"
+    )
+    assert sorted(tuple(r) for r in rows) == sorted(
+        [
+            ("comment", "req-43", "-"),
+            ("comment", str(token_prediction), "-"),
+            ("haiku_rating", str(token_prediction), "end_user"),
+            ("haiku_rating", str(token_prediction), "-"),
+            ("haiku_stars", "req-42", "-"),
+        ]
+    )
+
+
+async def _when_stored(db: asyncpg.Connection, join_key: str) -> uuid.UUID:
+    found: list[uuid.UUID] = []
+
+    async def stored() -> bool:
+        value = await db.fetchval(
+            "SELECT prediction_id FROM feedbackflow.predictions WHERE join_key = $1", join_key
+        )
+        found[:] = [value] if value is not None else []
+        return bool(found)
+
+    await wait_until(stored, what=f"the prediction {join_key} to be stored")
+    return found[0]
+
+
+def _run_with_env(code: str, env: dict[str, str]) -> None:
+    saved = {name: os.environ.get(name) for name in env}
+    os.environ.update(env)
+    try:
+        exec(compile(code, "README.md", "exec"), {})  # noqa: S102 - the README's own code
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
