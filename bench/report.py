@@ -165,8 +165,49 @@ def history_table(h: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def gateway_table(g: dict[str, Any]) -> str:
+    noop, feedback, batch = g["noop"], g["feedback"], g["v1_batch"]
+    half = g["half_rate"]
+    batch_events = batch["median"] * g["batch"]
+    vs_noop = feedback["median"] / noop["median"]
+    vs_sdk = batch_events / g["sdk_median"]
+
+    def rates(x: dict[str, Any]) -> str:
+        return ", ".join(f"{r:,.0f}" for r in x["requests_per_second"])
+
+    def cores(x: dict[str, Any]) -> str:
+        return " ".join(f"{who} {c:.2f}" for who, c in x["cpu_cores"].items())
+
+    lines = [
+        f"{g['rounds']} interleaved rounds of {g['seconds']:.0f} s each, `hey` with "
+        f"{g['concurrency']} connections; the worker drains the topics meanwhile.",
+        "",
+        "| # | what | requests/s per round | median | p50 | p99 | cores busy (median) |",
+        "|---|---|---|---:|---:|---:|---|",
+        f"| 1 | no-op route, same server (ceiling) | {rates(noop)} | {noop['median']:,.0f} | "
+        f"{noop['p50_ms']:.1f} ms | {noop['p99_ms']:.1f} ms | {cores(noop)} |",
+        f"| 2 | `POST /feedback` (key, validation, broker ack) | {rates(feedback)} | "
+        f"{feedback['median']:,.0f} | {feedback['p50_ms']:.1f} ms | {feedback['p99_ms']:.1f} ms | "
+        f"{cores(feedback)} |",
+        f"| 3 | `POST /v1/batch` of {g['batch']} | {rates(batch)} | {batch['median']:,.0f} "
+        f"({batch_events:,.0f} events/s) | {batch['p50_ms']:.1f} ms | {batch['p99_ms']:.1f} ms | "
+        f"{cores(batch)} |",
+        f"| 4 | SDK `log_feedback` straight to Kafka | "
+        f"{', '.join(f'{r:,.0f}' for r in g['sdk_events_per_second'])} events/s | "
+        f"{g['sdk_median']:,.0f} | | | |",
+        "",
+        "| ratio / measure | value | target | |",
+        "|---|---:|---|---|",
+        f"| 2 / 1 (requests/s) | {vs_noop:.2f} | ≥ 0.50 | {_met(vs_noop >= 0.5)} |",
+        f"| p99 of 2 at half its peak ({half['requests_per_second']:,.0f} req/s) | "
+        f"{half['p99_ms']:.1f} ms | < 25 ms | {_met(half['p99_ms'] < 25)} |",
+        f"| 3 / 4 (events/s) | {vs_sdk:.2f} | ≥ 0.50 | {_met(vs_sdk >= 0.5)} |",
+    ]
+    return "\n".join(lines)
+
+
 def write_doc() -> Path:
-    t, h = load("throughput"), load("history")
+    t, h, g = load("throughput"), load("history"), load("gateway")
     parts = ["# Performance", ""]
     meta = t or h or {}
     parts += [
@@ -197,6 +238,16 @@ def write_doc() -> Path:
         "",
     ]
     parts += [f"Run: {h['date']}.", "", history_table(h)] if h else ["(not run yet)"]
+    parts += [
+        "",
+        "## The HTTP gateway",
+        "",
+        "```sh",
+        ".venv/bin/python -m bench.run gateway   # --rounds 3 --seconds 10 --concurrency 32",
+        "```",
+        "",
+    ]
+    parts += [f"Run: {g['date']}.", "", gateway_table(g)] if g else ["(not run yet)"]
     parts += ["", EXPLANATION.read_text().strip(), ""]
     DOC.write_text("\n".join(parts))
     return DOC

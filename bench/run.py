@@ -1,10 +1,12 @@
-"""``python -m bench.run [throughput|history|worker|statements|doc]``: one command per set.
+"""``python -m bench.run [throughput|history|gateway|worker|statements|doc]``: one command per
+set.
 
 ``throughput`` (the default, what ``make bench`` runs) measures in one run, on one event set:
 (1) the consume+validate ceiling, (2) the COPY ceiling, (3) the naive faust agent, (4) the worker
 end to end; then the worker's peak RSS by window cap and pending feedback, and the produce-to-
 visible latency with a 1 s window.  ``history`` times closing a 50k-event window with 100k and
-with 10M predictions stored (minutes of loading, hence separate).  Both rewrite
+with 10M predictions stored (minutes of loading, hence separate); ``gateway`` the HTTP gateway
+under load (bench.gateway_load).  All three rewrite
 docs/performance.md from the saved results.  ``worker`` runs (4) alone, several times, to
 compare two commits of the worker, and ``statements`` the window writes alone, per SQL
 statement; neither writes anything.
@@ -24,6 +26,7 @@ from typing import Any
 from bench import history, report, window_statements
 from bench.ceilings import Throughput, consume_ceiling, write_ceiling
 from bench.faust_agent import run_faust_agent
+from bench.gateway_load import gateway_load
 from bench.infra import running_stack
 from bench.worker_e2e import EndToEnd, load_pending, run_end_to_end, run_latency
 from ingest.topics import TopicNames
@@ -208,6 +211,11 @@ def main() -> None:
     t = sub.add_parser("throughput", help="(default) ceilings, faust, worker, RSS, latency")
     h = sub.add_parser("history", help="window write time with 100k vs 10M stored")
     sub.add_parser("doc", help="only re-render docs/performance.md from bench/results/")
+    g = sub.add_parser("gateway", help="the HTTP gateway: no-op ceiling, /feedback, /v1/batch, SDK")
+    g.add_argument("--rounds", type=int, default=3)
+    g.add_argument("--seconds", type=float, default=10.0)
+    g.add_argument("--concurrency", type=int, default=32)
+    g.add_argument("--sdk-events", type=int, default=100_000)
     w = sub.add_parser("worker", help="only (4), the worker end to end, --runs times")
     w.add_argument("--events", type=int, default=THROUGHPUT_EVENTS)
     w.add_argument("--runs", type=int, default=3)
@@ -231,6 +239,12 @@ def main() -> None:
         report.save("throughput", asyncio.run(throughput(args)))
     elif command == "history":
         report.save("history", asyncio.run(history_run(args)))
+    elif command == "gateway":
+        result = asyncio.run(
+            gateway_load(args.rounds, args.seconds, args.concurrency, args.sdk_events)
+        )
+        report.save("gateway", result)
+        print(report.gateway_table(result))
     elif command == "worker":
         asyncio.run(worker_only(args))
         return

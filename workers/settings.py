@@ -106,6 +106,9 @@ class GatewaySettings(BaseModel):
     max_event_bytes: int = Field(default=1_000_000, gt=0)
     # Items (predictions and feedback together) one POST /v1/batch may carry.
     max_batch_items: int = Field(default=1_000, gt=0)
+    # How long the producer holds a request's event for others to share its produce request:
+    # concurrent requests then cost the broker and the gateway one round trip, not one each.
+    linger_ms: int = Field(default=2, ge=0, le=100)
     # How long a request waits for the broker's ack before answering 503 with Retry-After.
     publish_timeout_seconds: float = Field(default=5.0, gt=0)
     # How long an Idempotency-Key is remembered: a retry within it gets the first answer.

@@ -11,22 +11,31 @@ from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.telemetry import TelemetryConfig
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ingest.gateway import openapi
 from ingest.gateway.errors import Refusal
-from ingest.gateway.native import native_routes
+from ingest.gateway.native import add_native_routes
 from ingest.gateway.parts import GatewayParts
 from ingest.gateway.telemetry import GatewayTelemetry
-from ingest.gateway.tensorzero import TensorZeroFeedback, tensorzero_routes
+from ingest.gateway.tensorzero import TensorZeroFeedback, add_tensorzero_routes
 
 DESCRIPTION = """\
 feedbackflow's HTTP front door: predictions and feedback in wire format v1, TensorZero's
 `/feedback` unchanged. Every event is checked as the worker checks it and answered only once
 the broker acknowledged it. Errors: `{"error": "<field>: <reason>", "field": "<field>"}`.
 """
+
+
+NO_OPENTELEMETRY: TelemetryConfig = {
+    "tracing": False,
+    "metrics": False,
+    "logs": False,
+    "operation_spans": False,
+}
 
 
 def _refused(request: Request, exc: Exception) -> Response:
@@ -56,6 +65,10 @@ class RequestMetrics:
 
     def __init__(self, app: ASGIApp, telemetry: GatewayTelemetry) -> None:
         self.app, self.telemetry = app, telemetry
+        # Labelled children, looked up once per route and status: ``labels()`` costs more
+        # than the increment.
+        self._counters: dict[tuple[str, int], Any] = {}
+        self._timers: dict[str, Any] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -74,8 +87,15 @@ class RequestMetrics:
         finally:
             # The route matched (a bounded set of labels), not the path asked for.
             route = getattr(scope.get("route"), "path", "other")
-            self.telemetry.requests.labels(route, str(status[0])).inc()
-            self.telemetry.request_seconds.labels(route).observe(time.perf_counter() - started)
+            counter = self._counters.get((route, status[0]))
+            if counter is None:
+                counter = self.telemetry.requests.labels(route, str(status[0]))
+                self._counters[(route, status[0])] = counter
+            timer = self._timers.get(route)
+            if timer is None:
+                timer = self._timers[route] = self.telemetry.request_seconds.labels(route)
+            counter.inc()
+            timer.observe(time.perf_counter() - started)
 
 
 def gateway_app(parts: GatewayParts) -> FastAPI:
@@ -90,13 +110,19 @@ def gateway_app(parts: GatewayParts) -> FastAPI:
                 await parts.on_stop()
 
     app = FastAPI(
-        title="feedbackflow gateway", version="1", description=DESCRIPTION, lifespan=lifespan
+        title="feedbackflow gateway",
+        version="1",
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        # The gateway's own Prometheus metrics are its telemetry; FastAPI's OpenTelemetry hooks
+        # asked for the tracing context several times a request (docs/performance.md).
+        telemetry=NO_OPENTELEMETRY,
     )
     app.add_exception_handler(Refusal, _refused)
     app.add_exception_handler(HTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _bad_parameter)
-    app.include_router(native_routes(parts))
-    app.include_router(tensorzero_routes(parts))
+    add_native_routes(app, parts)
+    add_tensorzero_routes(app, parts)
 
     @app.get("/health", tags=["operations"], summary="200 when a broker answers, else 503")
     async def health() -> JSONResponse:

@@ -8,9 +8,10 @@ the worker joins it within a window.  ``?dryrun=true`` checks fully and publishe
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Annotated, Any
+from enum import Enum
+from typing import Any
 
-from fastapi import APIRouter, Header, Query, Request, Response
+from fastapi import FastAPI, Request, Response
 from pydantic_core import to_json
 
 from ingest.gateway.admission import Admitted
@@ -18,85 +19,77 @@ from ingest.gateway.auth import Caller
 from ingest.gateway.body import json_kind, json_object
 from ingest.gateway.errors import Refusal, bad_request
 from ingest.gateway.intake import Outcome, Plan, request_digest
-from ingest.gateway.openapi import BATCH, FEEDBACK_IN, PREDICTION_IN, answers, body_of
+from ingest.gateway.openapi import (
+    BATCH,
+    DRYRUN,
+    FEEDBACK_IN,
+    IDEMPOTENCY_KEY,
+    PREDICTION_IN,
+    TOKEN_METRICS,
+    TOKEN_TTL,
+    answers,
+    body_of,
+)
+from ingest.gateway.params import flag, header, positive_int
 from ingest.gateway.parts import GatewayParts
 from ingest.sdk.tokens import FeedbackGrant, mint_feedback_token
 
 JSON = "application/json"
-Authorization = Annotated[str | None, Header(include_in_schema=False)]
-IdempotencyKey = Annotated[
-    str | None,
-    Header(
-        alias="Idempotency-Key",
-        description="A retry with the same key gets the same ids, and no second event.",
-    ),
-]
-DryRun = Annotated[bool, Query(description="Check fully; publish nothing.")]
+AUTHORIZATION, IDEMPOTENCY = "authorization", "idempotency-key"
 
 
 def json_response(body: Any, status: int) -> Response:
     return Response(to_json(body), status_code=status, media_type=JSON)
 
 
-def native_routes(parts: GatewayParts) -> APIRouter:
-    router = APIRouter(prefix="/v1", tags=["feedbackflow"])
+def add_native_routes(app: FastAPI, parts: GatewayParts) -> None:
+    """On the app itself, not an included router: FastAPI matched included routes at a
+    measurable cost per request (docs/performance.md, "The HTTP gateway")."""
     settings, admission, intake = parts.settings, parts.admission, parts.intake
     gatekeeper = parts.gatekeeper
+    tags: list[str | Enum] = ["feedbackflow"]
 
-    @router.post(
-        "/predictions",
+    @app.post(
+        "/v1/predictions",
         status_code=202,
-        openapi_extra=body_of(PREDICTION_IN),
+        tags=tags,
+        openapi_extra=body_of(PREDICTION_IN, IDEMPOTENCY_KEY, DRYRUN, TOKEN_METRICS, TOKEN_TTL),
         responses=answers(202, "The prediction's ids (and a feedback token, when asked)."),
         summary="Log a prediction",
     )
-    async def post_prediction(
-        request: Request,
-        authorization: Authorization = None,
-        idempotency_key: IdempotencyKey = None,
-        dryrun: DryRun = False,
-        feedback_token_metrics: Annotated[
-            str | None,
-            Query(description="Comma-separated metrics: answer a feedback token for them."),
-        ] = None,
-        feedback_token_ttl: Annotated[
-            int | None, Query(gt=0, description="Seconds the token lasts.")
-        ] = None,
-    ) -> Response:
-        caller = await gatekeeper.caller(authorization)
+    async def post_prediction(request: Request) -> Response:
+        caller = await gatekeeper.caller(header(request, AUTHORIZATION))
         caller.require("predictions")
+        dryrun = flag(request, "dryrun")
+        token_metrics = request.query_params.get("feedback_token_metrics")
+        token_ttl = positive_int(request, "feedback_token_ttl")
         raw, fields = await json_object(request, settings.max_event_bytes)
         plan = Plan((admission.prediction(fields, parts.now()),))
         [outcome] = await intake.take(
             plan,
             caller=caller.name,
-            idempotency_key=idempotency_key,
+            idempotency_key=header(request, IDEMPOTENCY),
             digest=request_digest("/v1/predictions", raw),
             dryrun=dryrun,
         )
         outcome.raise_refusal()
         body = dict(outcome.body)
-        if feedback_token_metrics is not None:
-            body.update(
-                _token(parts, body["prediction_id"], feedback_token_metrics, feedback_token_ttl)
-            )
+        if token_metrics is not None:
+            body.update(_token(parts, body["prediction_id"], token_metrics, token_ttl))
         return json_response(body, 202)
 
-    @router.post(
-        "/feedback",
+    @app.post(
+        "/v1/feedback",
         status_code=202,
-        openapi_extra=body_of(FEEDBACK_IN),
+        tags=tags,
+        openapi_extra=body_of(FEEDBACK_IN, IDEMPOTENCY_KEY, DRYRUN),
         responses=answers(202, "The feedback's id."),
         summary="Log feedback (an API key, or an end user's feedback token)",
     )
-    async def post_feedback(
-        request: Request,
-        authorization: Authorization = None,
-        idempotency_key: IdempotencyKey = None,
-        dryrun: DryRun = False,
-    ) -> Response:
-        caller = await gatekeeper.caller(authorization, tokens_allowed=True)
+    async def post_feedback(request: Request) -> Response:
+        caller = await gatekeeper.caller(header(request, AUTHORIZATION), tokens_allowed=True)
         caller.require("feedback")
+        dryrun = flag(request, "dryrun")
         raw, fields = await json_object(request, settings.max_event_bytes)
         if caller.grant is not None:
             fields = within_grant(fields, caller.grant)
@@ -104,27 +97,24 @@ def native_routes(parts: GatewayParts) -> APIRouter:
         [outcome] = await intake.take(
             plan,
             caller=caller.name,
-            idempotency_key=idempotency_key,
+            idempotency_key=header(request, IDEMPOTENCY),
             digest=request_digest("/v1/feedback", raw),
             dryrun=dryrun,
         )
         outcome.raise_refusal()
         return json_response(outcome.body, 202)
 
-    @router.post(
-        "/batch",
+    @app.post(
+        "/v1/batch",
         status_code=207,
-        openapi_extra=body_of(BATCH),
+        tags=tags,
+        openapi_extra=body_of(BATCH, IDEMPOTENCY_KEY, DRYRUN),
         responses=answers(207, "One answer per item, in order: each its own status."),
         summary="Log many predictions and feedback; each item succeeds or fails alone",
     )
-    async def post_batch(
-        request: Request,
-        authorization: Authorization = None,
-        idempotency_key: IdempotencyKey = None,
-        dryrun: DryRun = False,
-    ) -> Response:
-        caller = await gatekeeper.caller(authorization)
+    async def post_batch(request: Request) -> Response:
+        caller = await gatekeeper.caller(header(request, AUTHORIZATION))
+        dryrun = flag(request, "dryrun")
         raw, body = await json_object(request, settings.max_body_bytes)
         predictions, feedback = _batch_lists(body, settings.max_batch_items)
         now = parts.now()
@@ -134,7 +124,7 @@ def native_routes(parts: GatewayParts) -> APIRouter:
         outcomes = await intake.take(
             Plan(tuple(items)),
             caller=caller.name,
-            idempotency_key=idempotency_key,
+            idempotency_key=header(request, IDEMPOTENCY),
             digest=request_digest("/v1/batch", raw),
             dryrun=dryrun,
         )
@@ -146,8 +136,6 @@ def native_routes(parts: GatewayParts) -> APIRouter:
             },
             207,
         )
-
-    return router
 
 
 def _token(

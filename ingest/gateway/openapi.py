@@ -65,13 +65,42 @@ def _schemas(extra: dict[str, type[BaseModel]]) -> dict[str, Any]:
     return schemas
 
 
-def body_of(schema: str) -> dict[str, Any]:
-    """``openapi_extra`` naming a route's JSON body."""
+def _parameter(where: str, name: str, schema: dict[str, Any], description: str) -> dict[str, Any]:
     return {
+        "name": name,
+        "in": where,
+        "required": False,
+        "schema": schema,
+        "description": description,
+    }
+
+
+IDEMPOTENCY_KEY = _parameter(
+    "header",
+    "Idempotency-Key",
+    {"type": "string", "maxLength": 255},
+    "A retry with the same key gets the same answer and ids, and no second event.",
+)
+DRYRUN = _parameter("query", "dryrun", {"type": "boolean"}, "Check fully; publish nothing.")
+TOKEN_METRICS = _parameter(
+    "query",
+    "feedback_token_metrics",
+    {"type": "string"},
+    "Comma-separated metrics: answer an end-user feedback token for them.",
+)
+TOKEN_TTL = _parameter(
+    "query", "feedback_token_ttl", {"type": "integer", "minimum": 1}, "Seconds the token lasts."
+)
+
+
+def body_of(schema: str, *parameters: dict[str, Any]) -> dict[str, Any]:
+    """``openapi_extra`` naming a route's JSON body and the parameters it reads itself."""
+    return {
+        "parameters": list(parameters),
         "requestBody": {
             "required": True,
             "content": {"application/json": {"schema": {"$ref": REF.format(model=schema)}}},
-        }
+        },
     }
 
 

@@ -15,7 +15,7 @@ import logging
 from collections.abc import Sequence
 
 from aiokafka import AIOKafkaProducer
-from aiokafka.errors import KafkaError, MessageSizeTooLargeError
+from aiokafka.errors import KafkaError, KafkaTimeoutError, MessageSizeTooLargeError
 
 from ingest.gateway.errors import Refusal
 from workers.postgres.idempotent_requests import PublishedEvent
@@ -94,11 +94,10 @@ class KafkaPublisher:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.timeout
         try:
-            async with asyncio.timeout(self.timeout):
-                futures = [
-                    await producer.send(e.topic, e.value, key=e.key.encode()) for e in events
-                ]
-        except TimeoutError:
+            # aiokafka bounds the wait inside send (for metadata, for room in its buffer) by
+            # request_timeout_ms, which is this timeout: no timer of ours is needed here.
+            futures = [await producer.send(e.topic, e.value, key=e.key.encode()) for e in events]
+        except KafkaTimeoutError:
             reason = f"the broker did not take the events within {self.timeout:g}s"
             return [unavailable(reason, self.timeout)] * len(events)
         except KafkaError as exc:

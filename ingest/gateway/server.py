@@ -9,6 +9,7 @@ from datetime import timedelta
 
 import asyncpg
 import uvicorn
+from fastapi import FastAPI
 
 from ingest.gateway.admission import Admission
 from ingest.gateway.app import gateway_app
@@ -19,6 +20,7 @@ from ingest.gateway.publisher import KafkaPublisher
 from ingest.gateway.telemetry import GatewayTelemetry
 from ingest.metrics.registry import MetricRegistry
 from ingest.topics import TopicNames
+from workers.host.gc_tuning import tune_gc_for_requests
 from workers.postgres import idempotent_requests
 from workers.postgres.api_keys import StoredKey, find_key
 from workers.postgres.idempotent_requests import Remembered
@@ -93,6 +95,7 @@ def build_parts(settings: Settings, registry: MetricRegistry) -> GatewayParts:
         settings.kafka_bootstrap,
         idempotent=settings.kafka_idempotence,
         timeout=gateway.publish_timeout_seconds,
+        linger_ms=gateway.linger_ms,
     )
     telemetry = GatewayTelemetry()
     secret = gateway.token_secret.get_secret_value() if gateway.token_secret else None
@@ -107,6 +110,7 @@ def build_parts(settings: Settings, registry: MetricRegistry) -> GatewayParts:
             )
         await database.start()
         await publisher.start()
+        tune_gc_for_requests()
 
     async def stop() -> None:
         await publisher.stop()
@@ -135,9 +139,12 @@ def build_parts(settings: Settings, registry: MetricRegistry) -> GatewayParts:
     )
 
 
-def uvicorn_config(settings: Settings, registry: MetricRegistry) -> uvicorn.Config:
+def uvicorn_config(
+    settings: Settings, registry: MetricRegistry, app: FastAPI | None = None
+) -> uvicorn.Config:
+    """How uvicorn serves the gateway (``app``: one built already, for the benchmark's)."""
     return uvicorn.Config(
-        gateway_app(build_parts(settings, registry)),
+        app or gateway_app(build_parts(settings, registry)),
         host=settings.gateway.host,
         port=settings.gateway.port,
         log_level="warning",

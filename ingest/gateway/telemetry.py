@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
@@ -36,16 +37,25 @@ class GatewayTelemetry:
             registry=r,
         )
 
+        self._children: dict[tuple[str, str], Any] = {}
+
+    def _event_counter(self, topic: str, outcome: str) -> Any:
+        """The labelled child, looked up once: ``labels()`` costs more than the increment."""
+        child = self._children.get((topic, outcome))
+        if child is None:
+            child = self._children[(topic, outcome)] = self.events.labels(_kind(topic), outcome)
+        return child
+
     def count_events(self, events: Sequence[PublishedEvent], outcome: str) -> None:
         for event in events:
-            self.events.labels(_kind(event.topic), outcome).inc()
+            self._event_counter(event.topic, outcome).inc()
 
     def count_published(
         self, events: Sequence[PublishedEvent], published: Sequence[Refusal | None]
     ) -> None:
         for event, refusal in zip(events, published, strict=True):
             outcome = "published" if refusal is None else "unavailable"
-            self.events.labels(_kind(event.topic), outcome).inc()
+            self._event_counter(event.topic, outcome).inc()
 
     def count_refused(self, kind: str) -> None:
         self.events.labels(kind, "refused").inc()

@@ -11,17 +11,19 @@ fields in TensorZero's words: ``inference_id`` is feedbackflow's ``prediction_id
 from __future__ import annotations
 
 import re
+from enum import Enum
 from typing import Annotated, Any
 from uuid import UUID
 
-from fastapi import APIRouter, Request, Response
+from fastapi import FastAPI, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, StrictBool, ValidationError
 
 from ingest.gateway.body import json_object
 from ingest.gateway.errors import Refusal, bad_request, from_validation
 from ingest.gateway.intake import Plan, request_digest
-from ingest.gateway.native import Authorization, IdempotencyKey, json_response
-from ingest.gateway.openapi import TENSORZERO_FEEDBACK, answers, body_of
+from ingest.gateway.native import AUTHORIZATION, IDEMPOTENCY, json_response
+from ingest.gateway.openapi import IDEMPOTENCY_KEY, TENSORZERO_FEEDBACK, answers, body_of
+from ingest.gateway.params import header
 from ingest.gateway.parts import GatewayParts
 from ingest.wire.events import MAX_NAME, MAX_TAG_VALUE
 
@@ -74,22 +76,19 @@ def as_feedback(body: TensorZeroFeedback) -> dict[str, Any]:
     return fields
 
 
-def tensorzero_routes(parts: GatewayParts) -> APIRouter:
-    router = APIRouter(tags=["TensorZero"])
+def add_tensorzero_routes(app: FastAPI, parts: GatewayParts) -> None:
+    tags: list[str | Enum] = ["TensorZero"]
 
-    @router.post(
+    @app.post(
         "/feedback",
-        openapi_extra=body_of(TENSORZERO_FEEDBACK),
+        tags=tags,
+        openapi_extra=body_of(TENSORZERO_FEEDBACK, IDEMPOTENCY_KEY),
         responses=answers(200, 'The feedback\'s id: {"feedback_id": "<uuid>"}.'),
         summary="TensorZero's /feedback (inference_id is the prediction id)",
     )
-    async def tensorzero_feedback(
-        request: Request,
-        authorization: Authorization = None,
-        idempotency_key: IdempotencyKey = None,
-    ) -> Response:
+    async def tensorzero_feedback(request: Request) -> Response:
         try:
-            caller = await parts.gatekeeper.caller(authorization)
+            caller = await parts.gatekeeper.caller(header(request, AUTHORIZATION))
             caller.require("feedback")
             raw, fields = await json_object(request, parts.settings.max_event_bytes)
             try:
@@ -100,7 +99,7 @@ def tensorzero_routes(parts: GatewayParts) -> APIRouter:
             [outcome] = await parts.intake.take(
                 plan,
                 caller=caller.name,
-                idempotency_key=idempotency_key,
+                idempotency_key=header(request, IDEMPOTENCY),
                 digest=request_digest("/feedback", raw),
                 dryrun=bool(body.dryrun),
             )
@@ -108,5 +107,3 @@ def tensorzero_routes(parts: GatewayParts) -> APIRouter:
         except Refusal as refusal:
             raise in_their_words(refusal) from None
         return json_response(outcome.body, 200)
-
-    return router

@@ -23,3 +23,16 @@ def tune_gc_for_windows(max_window_events: int) -> None:
     gc.freeze()
     young = max(GC_MIN_YOUNG_THRESHOLD, GC_OBJECTS_PER_WINDOW_EVENT * max_window_events)
     gc.set_threshold(young, 20, 100)
+
+
+# A request's objects are freed by reference counting as it is answered; what reaches the
+# collector is the odd cycle (an exception and its traceback), so it may wait for many.
+GC_YOUNG_THRESHOLD_FOR_REQUESTS = 20_000
+
+
+def tune_gc_for_requests() -> None:
+    """The gateway: freeze what start-up made (FastAPI's routes, pydantic's schemas), and let
+    the young generation fill with many requests' worth before a collection scans it: with
+    CPython's default a collection ran every few requests (docs/performance.md)."""
+    gc.freeze()
+    gc.set_threshold(GC_YOUNG_THRESHOLD_FOR_REQUESTS, 20, 100)
