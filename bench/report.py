@@ -167,7 +167,7 @@ def history_table(h: dict[str, Any]) -> str:
 
 def gateway_table(g: dict[str, Any]) -> str:
     noop, feedback, batch = g["noop"], g["feedback"], g["v1_batch"]
-    half = g["half_rate"]
+    half, *bursty = g["half_rate"]
     batch_events = batch["median"] * g["batch"]
     vs_noop = feedback["median"] / noop["median"]
     vs_sdk = batch_events / g["sdk_median"]
@@ -199,8 +199,14 @@ def gateway_table(g: dict[str, Any]) -> str:
         "| ratio / measure | value | target | |",
         "|---|---:|---|---|",
         f"| 2 / 1 (requests/s) | {vs_noop:.2f} | ≥ 0.50 | {_met(vs_noop >= 0.5)} |",
-        f"| p99 of 2 at half its peak ({half['requests_per_second']:,.0f} req/s) | "
+        f"| p99 of 2 at half its peak ({half['requests_per_second']:,.0f} req/s from "
+        f"{half['connections']} connections; p50 {half['p50_ms']:.1f} ms) | "
         f"{half['p99_ms']:.1f} ms | < 25 ms | {_met(half['p99_ms'] < 25)} |",
+        *(
+            f"| the same rate from {b['connections']} connections (bursts of "
+            f"{b['connections']}; p50 {b['p50_ms']:.1f} ms) | {b['p99_ms']:.1f} ms | | |"
+            for b in bursty
+        ),
         f"| 3 / 4 (events/s) | {vs_sdk:.2f} | ≥ 0.50 | {_met(vs_sdk >= 0.5)} |",
     ]
     return "\n".join(lines)
