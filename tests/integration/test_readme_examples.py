@@ -92,6 +92,11 @@ async def test_the_readme_sdk_snippet_sends_what_it_says(
     assert (prediction.model, feedback.value) == ("gpt-haiku-a", True)
 
 
+def test_the_readme_join_key_example_holds() -> None:
+    code = _block("python", "JoinKey.from_dict")
+    exec(compile(code, "README.md", "exec"), {})  # noqa: S102 - the README's own code
+
+
 REPOSITORY_CONFIG = README.with_name("feedbackflow.toml")
 README_GATEWAY = "http://127.0.0.1:8080"
 
