@@ -47,7 +47,7 @@ class Admitted:
     """An event ready to publish and the ids to answer with."""
 
     event: PublishedEvent
-    ids: dict[str, str]
+    ids: dict[str, Any]
 
 
 class Admission:
@@ -73,10 +73,10 @@ class Admission:
         row = decoded.predictions[0]
         prediction_id = str(row.prediction_id)
         join_key = row.join_key if row.join_key is not None else prediction_id
-        return Admitted(
-            PublishedEvent(self.topics.predictions, join_key, value),
-            {"prediction_id": prediction_id, "join_key": join_key},
-        )
+        ids: dict[str, Any] = {"prediction_id": prediction_id, "join_key": join_key}
+        if decoded.feedback:
+            ids["feedback_ids"] = {row.metric: str(row.feedback_id) for row in decoded.feedback}
+        return Admitted(PublishedEvent(self.topics.predictions, join_key, value), ids)
 
     def feedback(self, fields: dict[str, Any], now: datetime) -> Admitted:
         fields = dict(fields)

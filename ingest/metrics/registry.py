@@ -161,23 +161,39 @@ class MetricRegistry:
 
     def check(self, feedback: Feedback) -> tuple[Metric, TypedValue]:
         """The metric and typed value of a wire-valid feedback, or ValueError naming the field."""
-        metric = self.metrics.get(feedback.metric)
-        if metric is None:
-            known = ", ".join(sorted(self.metrics))
-            raise FieldError("metric", f"unknown metric {feedback.metric!r} (known: {known})")
-        allowed = LEVEL_TARGETS[metric.level]
-        if feedback.target_kind not in allowed:
-            raise FieldError(
-                feedback.target_kind,
-                f"metric {metric.name!r} is {metric.level}-level and takes "
-                f"{' or '.join(sorted(allowed))}, not {feedback.target_kind}",
-            )
+        metric = self.targeting(feedback.metric, feedback.target_kind, "metric")
         if feedback.error is not None:
             return metric, NO_VALUE
         try:
             return metric, metric.typed_value(feedback.value)
         except ValueError as exc:
             raise FieldError("value", str(exc)) from None
+
+    def targeting(self, name: str, target_kind: TargetKind, field_name: str) -> Metric:
+        """The metric ``name``, which must exist and take ``target_kind``; else FieldError on
+        ``field_name`` (or on the target for a wrong level)."""
+        metric = self.metrics.get(name)
+        if metric is None:
+            known = ", ".join(sorted(self.metrics))
+            raise FieldError(field_name, f"unknown metric {name!r} (known: {known})")
+        allowed = LEVEL_TARGETS[metric.level]
+        if target_kind not in allowed:
+            raise FieldError(
+                target_kind if field_name == "metric" else field_name,
+                f"metric {metric.name!r} is {metric.level}-level and takes "
+                f"{' or '.join(sorted(allowed))}, not {target_kind}",
+            )
+        return metric
+
+    def embedded(self, name: str, value: Any) -> tuple[Metric, TypedValue]:
+        """A prediction's own feedback (``Prediction.feedback``): a prediction-level metric and
+        its typed value, or FieldError on ``feedback.<name>``."""
+        where = f"feedback.{name}"
+        metric = self.targeting(name, "prediction_id", where)
+        try:
+            return metric, metric.typed_value(value)
+        except ValueError as exc:
+            raise FieldError(where, str(exc)) from None
 
 
 class FieldError(ValueError):

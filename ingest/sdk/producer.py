@@ -31,10 +31,11 @@ DEFAULT_BOOTSTRAP = "127.0.0.1:9092"
 FALSE = frozenset({"false", "0", "no", "off"})
 
 
-def uuid7(now_ms: int | None = None) -> UUID:
-    """RFC 9562 UUIDv7: 48-bit Unix milliseconds, version, 74 random bits."""
+def uuid7(now_ms: int | None = None, bits: int | None = None) -> UUID:
+    """RFC 9562 UUIDv7: 48-bit Unix milliseconds, version, 74 random bits (or ``bits``, for
+    an id derived from something else)."""
     ms = int(time.time() * 1000) if now_ms is None else now_ms
-    rand = int.from_bytes(os.urandom(10), "big")
+    rand = int.from_bytes(os.urandom(10), "big") if bits is None else bits
     value = (ms & ((1 << 48) - 1)) << 80
     value |= 0x7 << 76
     value |= ((rand >> 62) & 0xFFF) << 64
@@ -154,6 +155,9 @@ class FeedbackflowProducer:
             outputs=dict(outputs or {}),
             **fields,
         )
+        if self.registry is not None and event.feedback:
+            for name, value in event.feedback.items():
+                self.registry.embedded(name, value)  # FieldError is a ValueError naming it
         await self.send_raw(
             self.topics.predictions, event.effective_join_key, event.model_dump_json().encode()
         )

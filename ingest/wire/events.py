@@ -99,6 +99,12 @@ class Prediction(_WireModel):
     outputs: dict[str, JsonValue] = Field(default_factory=dict)
     tags: FlatStrings = Field(default_factory=dict)
     timestamp: Timestamp | None = None
+    feedback: dict[Name, JsonValue] | None = Field(
+        default=None,
+        description="Feedback known when the prediction is logged (Gantry's log_completion "
+        "feedback), metric to value: stored as ordinary feedback joined to this prediction, "
+        "at its time, with an id derived from the prediction id and the metric.",
+    )
 
     @property
     def effective_join_key(self) -> str:

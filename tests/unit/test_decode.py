@@ -463,3 +463,53 @@ def test_an_escaped_backslash_before_u0000_is_just_text(decoder: Decoder) -> Non
     event = prediction(outputs={"text": "a\\u0000b"})  # the six characters \u0000
     (row,) = decoder.decode([record(TOPICS.predictions, event)], NOW).predictions
     assert json.loads(row.outputs) == {"text": "a\\u0000b"}
+
+
+def test_a_predictions_own_feedback_becomes_joined_feedback_rows_at_its_time(
+    decoder: Decoder,
+) -> None:
+    event = prediction(feedback={"thumbs_up": True, "structured": {"ok": [1, 2]}})
+    batch = decoder.decode([record(TOPICS.predictions, event)], NOW)
+    assert batch.dead_letters == []
+    assert len(batch.predictions) == 1
+    rows = {row.metric: row for row in batch.feedback}
+    assert set(rows) == {"thumbs_up", "structured"}
+    thumbs = rows["thumbs_up"]
+    assert (thumbs.target_prediction_id, thumbs.value_bool) == (PREDICTION_ID, True)
+    assert thumbs.ts == micros(EVENT_TIME)
+    assert thumbs.target_id_time == micros(EVENT_TIME)
+    assert rows["structured"].value_json == '{"ok":[1,2]}'
+    assert thumbs.feedback_id.version == 7
+    assert thumbs.feedback_id.int >> 80 == int(EVENT_TIME.timestamp() * 1000)
+    # The same prediction decoded again (a replay, a retried send) gives the same ids.
+    again = decoder.decode([record(TOPICS.predictions, event)], NOW)
+    assert {row.feedback_id for row in again.feedback} == {
+        row.feedback_id for row in batch.feedback
+    }
+    assert rows["structured"].feedback_id != thumbs.feedback_id
+
+
+@pytest.mark.parametrize(
+    ("embedded", "field", "words"),
+    [
+        ({"nope": True}, "feedback.nope", "unknown metric"),
+        ({"thumbs_up": "yes"}, "feedback.thumbs_up", "boolean"),
+        ({"task_success": True}, "feedback.task_success", "episode-level"),
+    ],
+)
+def test_a_bad_embedded_feedback_dead_letters_the_prediction_naming_it(
+    decoder: Decoder, embedded: dict[str, Any], field: str, words: str
+) -> None:
+    dead = only_dead_letter(
+        decoder.decode([record(TOPICS.predictions, prediction(feedback=embedded))], NOW)
+    )
+    assert dead.error_field == field
+    assert words in dead.reason
+
+
+def test_a_key_given_twice_inside_embedded_feedback_is_caught(decoder: Decoder) -> None:
+    raw = json.dumps(prediction(feedback={"structured": {"a": 1}})).replace(
+        '{"a": 1}', '{"a": 1, "a": 2}'
+    )
+    dead = only_dead_letter(decoder.decode([record(TOPICS.predictions, raw.encode())], NOW))
+    assert dead.error_field == "a"

@@ -8,6 +8,7 @@ partition.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -15,10 +16,11 @@ from datetime import UTC, datetime, timedelta
 from typing import NamedTuple, Protocol
 from uuid import UUID
 
-from pydantic import ValidationError
+from pydantic import JsonValue, ValidationError
 from pydantic_core import to_json
 
 from ingest.metrics.registry import FieldError, MetricRegistry
+from ingest.sdk.producer import uuid7
 from ingest.topics import TopicNames
 from ingest.wire.events import Feedback, Prediction, error_text
 from workers.stream.json_checks import (
@@ -184,7 +186,7 @@ class Decoder:
                 if record.value is None:
                     raise FieldError("(payload)", "empty message (tombstone)")
                 if topic == predictions_topic:
-                    predictions.append(to_prediction(record, read_at, bounds))
+                    predictions.append(to_prediction(record, read_at, bounds, feedback))
                 elif topic == feedback_topic:
                     feedback.append(to_feedback(record, read_at, bounds))
                 else:
@@ -209,7 +211,13 @@ class Decoder:
     # call (time in micros, its bounds, a UUIDv7's time, JSON text) are spelled inline, since
     # each Python call here is a measurable part of a prediction's whole decode
     # (docs/performance.md).
-    def _prediction(self, record: KafkaRecord, read_at: int, bounds: _TimeBounds) -> PredictionRow:
+    def _prediction(
+        self,
+        record: KafkaRecord,
+        read_at: int,
+        bounds: _TimeBounds,
+        feedback_rows: list[FeedbackRow],
+    ) -> PredictionRow:
         raw = record.value or b""
         event: Prediction = _validate_prediction(raw)
         if BACKSLASH in raw and NUL_ESCAPE in raw:
@@ -238,11 +246,17 @@ class Decoder:
         encoded = inputs_json + outputs_json
         if NAN in encoded or INFINITY in encoded:
             reject_non_finite({"inputs": inputs, "outputs": outputs}, "")
+        embedded: tuple[FeedbackRow, ...] = ()
+        embedded_members = 0
+        if event.feedback:
+            embedded, embedded_members = self._embedded(event.feedback, prediction_id, ts, read_at)
         members = raw.count(MEMBER)
-        fields = len(event.__pydantic_fields_set__)
+        fields = len(event.__pydantic_fields_set__) + embedded_members
         if members != fields + len(inputs) + len(outputs) + len(tags):
             canonical = inputs_json.count(MEMBER) + outputs_json.count(MEMBER)
             check_members(raw, members, fields + canonical + tags_json.count(MEMBER))
+        if embedded:
+            feedback_rows.extend(embedded)
         return _row(
             PredictionRow,
             (
@@ -258,6 +272,54 @@ class Decoder:
                 read_at,
             ),
         )
+
+    def _embedded(
+        self, given: dict[str, JsonValue], prediction_id: UUID, ts: int, read_at: int
+    ) -> tuple[tuple[FeedbackRow, ...], int]:
+        """A prediction's own feedback as rows joined to it, at its time, and the JSON members
+        they spelled (for the duplicate-key count).  Ids are derived from the prediction id
+        and the metric, so a replay or a retried send is the same feedback, stored once."""
+        n = prediction_id.int
+        id_time = (n >> 80) * 1000 if (n >> 76) & 0xF == 7 and (n >> 62) & 0x3 == 0b10 else None
+        rows, members = [], len(given)
+        for name, raw_value in given.items():
+            metric, value = self.registry.embedded(name, raw_value)
+            value_text = None
+            if value.json is not None:
+                encoded = to_json(value.json)
+                if NAN in encoded or INFINITY in encoded:
+                    reject_non_finite(value.json, f"feedback.{name}")
+                members += encoded.count(MEMBER)
+                value_text = encoded.decode()
+            feedback_id = uuid7(ts // 1000, _derived_bits(prediction_id, name))
+            rows.append(
+                _row(
+                    FeedbackRow,
+                    (
+                        feedback_id,
+                        ts,
+                        name,
+                        metric.type,
+                        prediction_id,
+                        None,
+                        None,
+                        id_time,
+                        value.boolean,
+                        value.number,
+                        value.text,
+                        value_text,
+                        None,
+                        None,
+                        None,
+                        None,
+                        None,
+                        "{}",
+                        "{}",
+                        read_at,
+                    ),
+                )
+            )
+        return tuple(rows), members
 
     def _feedback(self, record: KafkaRecord, read_at: int, bounds: _TimeBounds) -> FeedbackRow:
         raw = record.value or b""
@@ -333,6 +395,13 @@ class Decoder:
             printable(reason),
             now,
         )
+
+
+def _derived_bits(prediction_id: UUID, metric: str) -> int:
+    """74 bits of SHA-256 over the prediction id and a metric name: the random part of an
+    embedded feedback's UUIDv7, the same on every replay."""
+    digest = hashlib.sha256(prediction_id.bytes + metric.encode()).digest()
+    return int.from_bytes(digest[:10], "big") >> 6
 
 
 class _TimeBounds(NamedTuple):
