@@ -40,6 +40,9 @@ DATABASE_AWAY = (
 )
 
 
+NOT_MIGRATED = "the database has no gateway tables yet: run `feedbackflow migrate`"
+
+
 class GatewayDatabase:
     """The gateway's small pool: API key look-ups and idempotent requests, nothing per event."""
 
@@ -68,12 +71,16 @@ class GatewayDatabase:
     async def find_key(self, key_id: str) -> StoredKey | None:
         try:
             return await find_key(self._ready(), key_id)
+        except asyncpg.UndefinedTableError:
+            raise ConnectionError(NOT_MIGRATED) from None
         except DATABASE_AWAY as exc:
             raise ConnectionError(str(exc) or type(exc).__name__) from None
 
     async def claim(self, caller: str, key: str, first: Remembered) -> Remembered:
         try:
             return await idempotent_requests.claim(self._ready(), caller, key, first)
+        except asyncpg.UndefinedTableError:
+            raise ConnectionError(NOT_MIGRATED) from None
         except DATABASE_AWAY as exc:
             raise ConnectionError(str(exc) or type(exc).__name__) from None
 
@@ -81,7 +88,9 @@ class GatewayDatabase:
         while True:
             try:
                 await idempotent_requests.forget_older_than(self._ready(), self.remember_for)
-            except DATABASE_AWAY as exc:
+            except asyncpg.UndefinedTableError:
+                log.warning(NOT_MIGRATED)
+            except (*DATABASE_AWAY, asyncpg.PostgresError) as exc:
                 log.warning("could not forget old idempotent requests: %s", exc)
             await asyncio.sleep(FORGET_EVERY_SECONDS)
 

@@ -18,16 +18,19 @@ import asyncpg
 import httpx
 
 from ingest.sdk.tokens import mint_feedback_token
+from tests.conftest import PostgresServer
 from tests.integration.gateway import TOKEN_SECRET, bearer, new_key, running_gateway, with_gateway
 from tests.integration.harness import (
     LivePipeline,
     committed_to_the_end,
     count,
+    isolated_settings,
     live_pipeline,
+    metric_registry,
     wait_for_count,
     wait_until,
 )
-from workers.devstack.servers import TansuBroker
+from workers.devstack.servers import TansuBroker, create_database
 
 ORIGIN = "https://app.example.com"
 
@@ -352,3 +355,23 @@ async def test_malformed_and_oversized_bodies_are_refused_and_the_gateway_stays_
         assert health.json() == {"status": "ok", "broker": "reachable"}
         metrics = (await gw.http.get("/metrics")).text
         assert 'feedbackflow_gateway_requests_total{route="/v1/feedback",status="413"}' in metrics
+
+
+async def test_a_database_without_the_gateway_tables_is_a_503_that_says_to_migrate(
+    kafka: TansuBroker, postgres: PostgresServer
+) -> None:
+    bare = await create_database(
+        postgres.admin_url, f"ff_{os.getpid()}_bare_{uuid.uuid4().hex[:6]}"
+    )
+    settings = with_gateway(isolated_settings(kafka.bootstrap, bare))
+    async with (
+        running_gateway(settings, metric_registry()) as url,
+        httpx.AsyncClient(base_url=url) as http,
+    ):
+        answer = await http.post(
+            "/v1/feedback",
+            json={"metric": "comment", "join_key": "k", "value": "x"},
+            headers=bearer("ffk_abc_secret"),
+        )
+    assert answer.status_code == 503
+    assert "run `feedbackflow migrate`" in answer.json()["error"]
