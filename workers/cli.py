@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -92,10 +93,21 @@ async def _keys(settings: Settings, args: argparse.Namespace) -> int:
         await conn.close()
 
 
-def _api(settings: Settings, registry: MetricRegistry) -> int:
+def _api(settings: Settings, registry: MetricRegistry, args: argparse.Namespace) -> int:
     from ingest.gateway.server import run_gateway
 
-    run_gateway(settings, registry)
+    if args.processes > 1:
+        # Each process loads the settings itself: what the flags said goes to the environment.
+        given = {
+            "FEEDBACKFLOW_KAFKA_BOOTSTRAP": args.kafka_bootstrap,
+            "FEEDBACKFLOW_DATABASE_URL": args.database_url,
+            "FEEDBACKFLOW_CONFIG": str(args.config) if args.config else None,
+            "FEEDBACKFLOW_TOPIC_PREFIX": args.topic_prefix,
+            "FEEDBACKFLOW_GATEWAY__HOST": args.host,
+            "FEEDBACKFLOW_GATEWAY__PORT": None if args.port is None else str(args.port),
+        }
+        os.environ.update({name: value for name, value in given.items() if value is not None})
+    run_gateway(settings, registry, processes=args.processes)
     return 0
 
 
@@ -123,6 +135,9 @@ def _parser() -> argparse.ArgumentParser:
     api = sub.add_parser("api", parents=[common], help="run the HTTP gateway")
     api.add_argument("--host", help="env FEEDBACKFLOW_GATEWAY__HOST (default 127.0.0.1)")
     api.add_argument("--port", type=int, help="env FEEDBACKFLOW_GATEWAY__PORT (default 8080)")
+    api.add_argument(
+        "--processes", type=int, default=1, help="gateway processes sharing the port (cores)"
+    )
     keys = sub.add_parser("keys", parents=[common], help="the gateway's API keys")
     keys_sub = keys.add_subparsers(dest="keys_command", required=True)
     create = keys_sub.add_parser("create", help="make a key and print it (once)")
@@ -187,7 +202,9 @@ def _dispatch(args: argparse.Namespace) -> int:
         gateway = settings.gateway.model_copy(
             update={k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
         )
-        return _api(settings.model_copy(update={"gateway": gateway}), registry)
+        if args.processes < 1:
+            raise ValueError("--processes: at least 1")
+        return _api(settings.model_copy(update={"gateway": gateway}), registry, args)
     return _worker(settings, registry)
 
 

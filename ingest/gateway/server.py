@@ -18,7 +18,7 @@ from ingest.gateway.intake import Intake
 from ingest.gateway.parts import GatewayParts
 from ingest.gateway.publisher import KafkaPublisher
 from ingest.gateway.telemetry import GatewayTelemetry
-from ingest.metrics.registry import MetricRegistry
+from ingest.metrics.registry import MetricRegistry, load_registry
 from ingest.topics import TopicNames
 from workers.host.gc_tuning import tune_gc_for_requests
 from workers.postgres import idempotent_requests
@@ -164,9 +164,30 @@ def uvicorn_config(
     )
 
 
-def run_gateway(settings: Settings, registry: MetricRegistry) -> None:
-    config = uvicorn_config(settings, registry)
-    log.info(
-        "gateway on http://%s:%d (docs at /docs)", settings.gateway.host, settings.gateway.port
+def app_from_environment() -> FastAPI:
+    """uvicorn's factory for ``feedbackflow api --processes N``: each process builds its own
+    gateway from the environment and config file, as the command that started them did."""
+    settings = Settings.load()
+    return gateway_app(build_parts(settings, load_registry(settings.config)))
+
+
+def run_gateway(settings: Settings, registry: MetricRegistry, processes: int = 1) -> None:
+    """Serve in this process, or in ``processes`` processes sharing the port (uvicorn's
+    supervisor restarts one that dies).  The gateway keeps no state but its key cache, so
+    processes scale it across cores; for several, the command's flags must be in the
+    environment (``workers.cli`` puts them there) for each process to read."""
+    gateway = settings.gateway
+    log.info("gateway on http://%s:%d (docs at /docs)", gateway.host, gateway.port)
+    if processes == 1:
+        uvicorn.Server(uvicorn_config(settings, registry)).run()
+        return
+    uvicorn.run(
+        "ingest.gateway.server:app_from_environment",
+        factory=True,
+        workers=processes,
+        host=gateway.host,
+        port=gateway.port,
+        log_level="warning",
+        access_log=False,
+        timeout_keep_alive=30,
     )
-    uvicorn.Server(config).run()
