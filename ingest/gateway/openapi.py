@@ -108,6 +108,7 @@ _ERRORS = {
     400: "Invalid: the field and the reason.",
     401: "No credential, or one that is not valid.",
     403: "The credential does not allow this.",
+    404: "No such thing (an assessment, a route).",
     413: "The body or an event is too large.",
     415: "Not application/json.",
     422: "The Idempotency-Key was used for a different request.",

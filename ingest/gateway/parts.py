@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from ingest.gateway.admission import Admission
 from ingest.gateway.auth import Gatekeeper
@@ -32,3 +33,5 @@ class GatewayParts:
     # Started and stopped with the app (the database pool, the idempotency trimmer).
     on_start: Callable[[], Awaitable[None]] | None = None
     on_stop: Callable[[], Awaitable[None]] | None = None
+    # A stored feedback by its id, for the routes that read back (MLflow's get assessment).
+    read_feedback: Callable[[str], Awaitable[Mapping[str, Any] | None]] | None = None

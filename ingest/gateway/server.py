@@ -6,6 +6,8 @@ import asyncio
 import contextlib
 import logging
 from datetime import timedelta
+from typing import Any
+from uuid import UUID
 
 import asyncpg
 import uvicorn
@@ -24,6 +26,7 @@ from workers.host.gc_tuning import tune_gc_for_requests
 from workers.postgres import idempotent_requests
 from workers.postgres.api_keys import StoredKey, find_key
 from workers.postgres.idempotent_requests import Remembered
+from workers.read_model.feedback_by_id import stored_feedback
 from workers.settings import Settings
 
 log = logging.getLogger("feedbackflow.gateway")
@@ -83,6 +86,20 @@ class GatewayDatabase:
             raise ConnectionError(NOT_MIGRATED) from None
         except DATABASE_AWAY as exc:
             raise ConnectionError(str(exc) or type(exc).__name__) from None
+
+    async def read_feedback(self, feedback_id: str) -> dict[str, Any] | None:
+        """A stored feedback by id; a UUIDv7 id bounds the day partitions searched."""
+        try:
+            wanted = UUID(feedback_id)
+        except ValueError:
+            return None
+        try:
+            row = await stored_feedback(self._ready(), wanted)
+        except asyncpg.UndefinedTableError:
+            raise ConnectionError(NOT_MIGRATED) from None
+        except DATABASE_AWAY as exc:
+            raise ConnectionError(str(exc) or type(exc).__name__) from None
+        return None if row is None else dict(row)
 
     async def _forget(self) -> None:
         while True:
@@ -145,6 +162,7 @@ def build_parts(settings: Settings, registry: MetricRegistry) -> GatewayParts:
         telemetry=telemetry,
         on_start=start,
         on_stop=stop,
+        read_feedback=database.read_feedback,
     )
 
 
