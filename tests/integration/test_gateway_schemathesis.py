@@ -40,6 +40,7 @@ async def test_schemathesis_finds_no_server_error(
             str(tmp_path),
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
+            cwd=tmp_path,  # its cache of found crashes stays out of the repository
         )
         output, _ = await process.communicate()
     text = output.decode(errors="replace")
