@@ -13,7 +13,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
-from uuid import UUID
 
 from pydantic import TypeAdapter, ValidationError
 from pydantic_core import to_json
@@ -123,11 +122,3 @@ class Admission:
             reason = dead.reason.removeprefix(f"{dead.error_field}: ")
             raise bad_request(dead.error_field, reason)
         return decoded
-
-
-def canonical_uuid(value: Any, field: str) -> str:
-    """A UUID as the wire format spells it, or the refusal naming the field."""
-    try:
-        return str(UUID(str(value)))
-    except ValueError:
-        raise bad_request(field, f"not a UUID: {value!r}") from None

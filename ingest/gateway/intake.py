@@ -103,6 +103,26 @@ class Intake:
             for item in plan.items
         ]
 
+    async def take_one(
+        self,
+        admitted: Admitted,
+        *,
+        caller: str,
+        idempotency_key: str | None,
+        digest: bytes,
+        dryrun: bool = False,
+    ) -> dict[str, Any]:
+        """One event's route: the answer's body once it is taken, else its refusal raised."""
+        [outcome] = await self.take(
+            Plan((admitted,)),
+            caller=caller,
+            idempotency_key=idempotency_key,
+            digest=digest,
+            dryrun=dryrun,
+        )
+        outcome.raise_refusal()
+        return outcome.body
+
     async def _claimed(self, plan: Plan, caller: str, key: str, digest: bytes) -> Plan:
         if len(key) > MAX_IDEMPOTENCY_KEY:
             raise Refusal(400, "Idempotency-Key", f"at most {MAX_IDEMPOTENCY_KEY} characters")

@@ -29,7 +29,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, JsonValue, Val
 
 from ingest.gateway.body import json_object
 from ingest.gateway.errors import Refusal, from_validation
-from ingest.gateway.intake import Plan, request_digest
+from ingest.gateway.intake import request_digest
 from ingest.gateway.native import AUTHORIZATION, json_response
 from ingest.gateway.openapi import answers
 from ingest.gateway.params import header
@@ -181,11 +181,12 @@ def add_mlflow_routes(app: FastAPI, parts: GatewayParts) -> None:
             now = parts.now()
             feedback_id = feedback_id_of(caller.name, raw, body.create_time or now)
             event = as_feedback(trace_id, body, feedback_id, now)
-            plan = Plan((parts.admission.feedback(event, now),))
-            [outcome] = await parts.intake.take(
-                plan, caller=caller.name, idempotency_key=None, digest=request_digest(PREFIX, raw)
+            await parts.intake.take_one(
+                parts.admission.feedback(event, now),
+                caller=caller.name,
+                idempotency_key=None,
+                digest=request_digest(PREFIX, raw),
             )
-            outcome.raise_refusal()
         except Refusal as refusal:
             return mlflow_error(refusal)
         answer = {**fields["assessment"], "trace_id": trace_id, "assessment_id": str(feedback_id)}

@@ -64,16 +64,13 @@ def add_native_routes(app: FastAPI, parts: GatewayParts) -> None:
         token_metrics = request.query_params.get("feedback_token_metrics")
         token_ttl = positive_int(request, "feedback_token_ttl")
         raw, fields = await json_object(request, settings.max_event_bytes)
-        plan = Plan((admission.prediction(fields, parts.now()),))
-        [outcome] = await intake.take(
-            plan,
+        body = await intake.take_one(
+            admission.prediction(fields, parts.now()),
             caller=caller.name,
             idempotency_key=header(request, IDEMPOTENCY),
             digest=request_digest("/v1/predictions", raw),
             dryrun=dryrun,
         )
-        outcome.raise_refusal()
-        body = dict(outcome.body)
         if token_metrics is not None:
             body.update(_token(parts, body["prediction_id"], token_metrics, token_ttl))
         return json_response(body, 202)
@@ -93,16 +90,14 @@ def add_native_routes(app: FastAPI, parts: GatewayParts) -> None:
         raw, fields = await json_object(request, settings.max_event_bytes)
         if caller.grant is not None:
             fields = within_grant(fields, caller.grant)
-        plan = Plan((admission.feedback(fields, parts.now()),))
-        [outcome] = await intake.take(
-            plan,
+        body = await intake.take_one(
+            admission.feedback(fields, parts.now()),
             caller=caller.name,
             idempotency_key=header(request, IDEMPOTENCY),
             digest=request_digest("/v1/feedback", raw),
             dryrun=dryrun,
         )
-        outcome.raise_refusal()
-        return json_response(outcome.body, 202)
+        return json_response(body, 202)
 
     @app.post(
         "/v1/batch",

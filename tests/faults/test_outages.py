@@ -19,7 +19,7 @@ from pathlib import Path
 
 import asyncpg
 
-from tests.faults.servers import CuttableProxy, OwnedPostgres
+from tests.faults.servers import OwnedPostgres, broker_behind_proxy
 from tests.integration.harness import (
     committed_to_the_end,
     count,
@@ -29,7 +29,7 @@ from tests.integration.harness import (
     wait_for_count,
     wait_until,
 )
-from workers.devstack.servers import TansuBroker, create_database, free_port, start_tansu
+from workers.devstack.servers import TansuBroker, create_database
 from workers.postgres.migrate import migrate
 from workers.settings import Settings
 
@@ -147,12 +147,8 @@ async def test_the_broker_cut_off_for_half_a_minute_is_waited_out(
     tmp_path: Path,
     worker_processes: list[subprocess.Popen[bytes]],
 ) -> None:
-    broker_port = free_port()
-    proxy = CuttableProxy(broker_port)
-    await proxy.start()
-    broker = start_tansu(broker_port, advertised_port=proxy.port)
-    try:
-        settings = await process_settings(f"127.0.0.1:{proxy.port}", database_url)
+    async with broker_behind_proxy() as (proxy, bootstrap):
+        settings = await process_settings(bootstrap, database_url)
         config = tmp_path / "feedbackflow.toml"
         config.write_text(CONFIG)
         worker = start_worker_process(settings, config, tmp_path / "worker.log")
@@ -178,9 +174,6 @@ async def test_the_broker_cut_off_for_half_a_minute_is_waited_out(
         print(
             f"broker cut {BROKER_CUT_SECONDS:.0f}s: the next batch written {recovered:.1f}s after"
         )
-    finally:
-        broker.stop()
-        await proxy.stop()
 
 
 async def _unhealthy(port: int) -> bool:
