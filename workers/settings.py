@@ -113,6 +113,9 @@ class GatewaySettings(BaseModel):
     publish_timeout_seconds: float = Field(default=5.0, gt=0)
     # How long an Idempotency-Key is remembered: a retry within it gets the first answer.
     idempotency_seconds: float = Field(default=86_400.0, gt=0)
+    # An MLflow assessment name the metric config does not declare: defined at run time as an
+    # untyped (json) metric when false, refused (400, naming the known metrics) when true.
+    strict_metrics: bool = False
 
 
 class Settings(BaseSettings):
@@ -128,6 +131,9 @@ class Settings(BaseSettings):
     database_url: str = "postgresql://postgres@127.0.0.1:5432/postgres"
     # The config file: [metrics.*] for ingest.metrics, [pipeline] for ``pipeline`` below.
     config: Path = Path("feedbackflow.toml")
+    # How often worker and gateway re-read the metrics defined at run time (stored in Postgres,
+    # workers.postgres.metric_definitions): a new one is seen everywhere within this.
+    metric_refresh_seconds: float = Field(default=2.0, gt=0)
     topic_prefix: str = Field(default="feedbackflow", pattern=r"^[A-Za-z0-9._-]+$")
     consumer_group: str = "feedbackflow-worker"
     http_port: int = Field(default=8000, ge=0, le=65535)

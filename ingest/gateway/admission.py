@@ -62,6 +62,11 @@ class Admission:
         self.max_event_bytes = max_event_bytes
         self._decoder = Decoder(registry, topics, retention)
 
+    def use(self, registry: MetricRegistry) -> None:
+        """Check events against ``registry`` from now on (metrics defined at run time)."""
+        self.registry = registry
+        self._decoder.use(registry)
+
     def prediction(self, fields: dict[str, Any], now: datetime) -> Admitted:
         fields = dict(fields)
         at = self._event_time(fields, now)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from datetime import timedelta
 from typing import Any
 from uuid import UUID
@@ -21,12 +21,14 @@ from ingest.gateway.intake import Intake
 from ingest.gateway.parts import GatewayParts
 from ingest.gateway.publisher import KafkaPublisher
 from ingest.gateway.telemetry import GatewayTelemetry
-from ingest.metrics.registry import MetricRegistry, load_registry
+from ingest.metrics.registry import Metric, MetricRegistry, load_registry
 from ingest.topics import TopicNames
 from workers.host.gc_tuning import tune_gc_for_requests
-from workers.postgres import idempotent_requests
+from workers.postgres import idempotent_requests, mlflow_assessments
 from workers.postgres.api_keys import StoredKey, find_key
 from workers.postgres.idempotent_requests import Remembered
+from workers.postgres.metric_definitions import MetricDefinitions
+from workers.postgres.mlflow_assessments import StoredAssessment
 from workers.read_model.feedback_by_id import stored_feedback
 from workers.settings import Settings
 
@@ -60,22 +62,37 @@ def _as_unavailable() -> Iterator[None]:
 
 
 class GatewayDatabase:
-    """The gateway's small pool: API key look-ups and idempotent requests, nothing per event."""
+    """The gateway's small pool: API key look-ups, idempotent requests, metric definitions and
+    MLflow's assessment directory; nothing per event."""
 
-    def __init__(self, url: str, remember_for: timedelta) -> None:
+    def __init__(
+        self,
+        url: str,
+        remember_for: timedelta,
+        metrics: MetricDefinitions,
+        refresh_seconds: float,
+    ) -> None:
         self.url, self.remember_for = url, remember_for
+        self.metrics, self.refresh_seconds = metrics, refresh_seconds
         self._pool: asyncpg.Pool | None = None
-        self._forgetting: asyncio.Task[None] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
-        self._pool = await asyncpg.create_pool(self.url, min_size=0, max_size=4, timeout=5)
-        self._forgetting = asyncio.create_task(self._forget(), name="forget-idempotent-requests")
+        self._pool = pool = await asyncpg.create_pool(self.url, min_size=0, max_size=4, timeout=5)
+        with contextlib.suppress(*DATABASE_AWAY, asyncpg.PostgresError):
+            await self.metrics.refresh(pool)  # else the refreshing task keeps trying
+        self._tasks = [
+            asyncio.create_task(self._forget(), name="forget-idempotent-requests"),
+            asyncio.create_task(
+                self.metrics.keep_fresh(pool, self.refresh_seconds), name="refresh-metrics"
+            ),
+        ]
 
     async def stop(self) -> None:
-        if self._forgetting is not None:
-            self._forgetting.cancel()
+        for task in self._tasks:
+            task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await self._forgetting
+                await task
         if self._pool is not None:
             await self._pool.close()
 
@@ -101,6 +118,30 @@ class GatewayDatabase:
         with _as_unavailable():
             return await stored_feedback(self._ready(), wanted)
 
+    async def define_metric(
+        self, name: str, table: Mapping[str, Any], *, origin: str, created_by: str
+    ) -> Metric:
+        with _as_unavailable():
+            return await self.metrics.define(
+                self._ready(), name, table, origin=origin, created_by=created_by
+            )
+
+    async def find_assessment(self, assessment_id: UUID) -> StoredAssessment | None:
+        with _as_unavailable():
+            return await mlflow_assessments.find(self._ready(), assessment_id)
+
+    async def remember_assessment(
+        self, trace_id: str, assessment: dict[str, Any], feedback_id: UUID
+    ) -> None:
+        with _as_unavailable():
+            await mlflow_assessments.remember(self._ready(), trace_id, assessment, feedback_id)
+
+    async def revise_assessment(
+        self, assessment: dict[str, Any], feedback_id: UUID, *, deleted: bool = False
+    ) -> None:
+        with _as_unavailable():
+            await mlflow_assessments.revise(self._ready(), assessment, feedback_id, deleted=deleted)
+
     async def _forget(self) -> None:
         while True:
             try:
@@ -114,8 +155,12 @@ class GatewayDatabase:
 
 def build_parts(settings: Settings, registry: MetricRegistry) -> GatewayParts:
     gateway = settings.gateway
+    metrics = MetricDefinitions(registry)
     database = GatewayDatabase(
-        settings.database_url, timedelta(seconds=gateway.idempotency_seconds)
+        settings.database_url,
+        timedelta(seconds=gateway.idempotency_seconds),
+        metrics,
+        settings.metric_refresh_seconds,
     )
     publisher = KafkaPublisher(
         settings.kafka_bootstrap,
@@ -142,7 +187,7 @@ def build_parts(settings: Settings, registry: MetricRegistry) -> GatewayParts:
         await publisher.stop()
         await database.stop()
 
-    return GatewayParts(
+    parts = GatewayParts(
         settings=gateway,
         registry=registry,
         admission=Admission(
@@ -163,7 +208,10 @@ def build_parts(settings: Settings, registry: MetricRegistry) -> GatewayParts:
         on_start=start,
         on_stop=stop,
         read_feedback=database.read_feedback,
+        store=database,
     )
+    metrics.on_change = parts.use
+    return parts
 
 
 def uvicorn_config(

@@ -159,10 +159,14 @@ class MetricRegistry:
 
     metrics: Mapping[str, Metric]
 
+    def with_metrics(self, extra: Mapping[str, Metric]) -> MetricRegistry:
+        """This registry with ``extra`` added (metrics defined at run time); its own win."""
+        return MetricRegistry(metrics={**extra, **self.metrics})
+
     def check(self, feedback: Feedback) -> tuple[Metric, TypedValue]:
         """The metric and typed value of a wire-valid feedback, or ValueError naming the field."""
         metric = self.targeting(feedback.metric, feedback.target_kind, "metric")
-        if feedback.error is not None:
+        if feedback.error is not None or feedback.retracted:
             return metric, NO_VALUE
         try:
             return metric, metric.typed_value(feedback.value)
@@ -374,6 +378,20 @@ def _located(where: str, exc: ValidationError) -> list[tuple[str, str]]:
             found.append((f"{where} {key}", error["msg"]))
     if unknown:
         found.insert(0, (where, f"unknown key(s) {sorted(unknown)}; allowed: {_TABLE_KEYS}"))
+    return found
+
+
+def metric_from_table(name: str, table: Any) -> Metric:
+    """One metric from its table as the config would spell it (a metric defined at run time),
+    or a ConfigError naming every problem."""
+    errors: list[tuple[str, str]] = []
+    if name in BUILTIN_METRICS:
+        errors.append((f"[metrics.{name}]", f"{name!r} is built in and cannot be redefined"))
+    elif not _METRIC_NAME.fullmatch(name):
+        errors.append((f"[metrics.{name}]", _METRIC_NAME_RULE))
+    found = _metric_from_table(name, table, errors)
+    if errors or found is None:
+        raise ConfigError(errors)
     return found
 
 

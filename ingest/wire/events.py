@@ -150,9 +150,16 @@ class Feedback(_WireModel):
     join_key: Name | None = None
     episode_id: UUID | None = None
     value: JsonValue = Field(
-        default=None, description="Typed by the metric. Exactly one of value and error."
+        default=None,
+        description="Typed by the metric. Exactly one of value, error and retracted.",
     )
     error: FeedbackError | None = None
+    retracted: bool = Field(
+        default=False,
+        description="true withdraws the feedback of the same target, metric and source id: "
+        "a revision with no value (MLflow's delete_assessment), stored and superseding the "
+        "earlier one, so current values no longer count it. Needs source.id.",
+    )
     rationale: str | None = Field(default=None, max_length=65536)
     source: Source | None = None
     tags: FlatStrings = Field(default_factory=dict)
@@ -172,8 +179,13 @@ class Feedback(_WireModel):
             raise ValueError(
                 f"exactly one of prediction_id, join_key, episode_id is required (found: {found})"
             )
-        if (self.value is None) == (self.error is None):
-            raise ValueError("exactly one of value and error is required")
+        outcomes = (self.value is not None) + (self.error is not None) + self.retracted
+        if outcomes != 1:
+            raise ValueError("exactly one of value, error and retracted (true) is required")
+        if self.retracted and (self.source is None or self.source.id is None):
+            raise ValueError(
+                "a retraction needs source.id: it withdraws that source's feedback on the target"
+            )
         return self
 
     @property

@@ -6,15 +6,19 @@ import asyncio
 import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
+import httpx
+import mlflow
+import pytest
 import uvicorn
 from pydantic import SecretStr
 
 from ingest.gateway.server import uvicorn_config
 from ingest.metrics.registry import MetricRegistry
-from tests.integration.harness import wait_until
+from tests.integration.harness import LivePipeline, live_pipeline, wait_until
 from workers.devstack.servers import free_port
 from workers.postgres.api_keys import create_key
 from workers.settings import Settings
@@ -65,3 +69,35 @@ async def new_key(database_url: str, *scopes: str, name: str = "test-service") -
 
 def bearer(credential: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {credential}"}
+
+
+@dataclass(frozen=True)
+class MlflowAtGateway:
+    live: LivePipeline
+    http: httpx.AsyncClient
+    prediction_id: str
+
+
+@asynccontextmanager
+async def mlflow_at_gateway(
+    bootstrap: str,
+    database_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+    trace_id: str,
+    **gateway: Any,
+) -> AsyncIterator[MlflowAtGateway]:
+    """A live pipeline and gateway, MLflow's client pointed at it with a key, and a prediction
+    logged with ``trace_id`` as its join key (a trace is a prediction addressed by its id)."""
+    async with live_pipeline(bootstrap, database_url) as live:
+        key = await new_key(database_url, "predictions", "feedback")
+        monkeypatch.setenv("MLFLOW_TRACKING_TOKEN", key)
+        async with (
+            running_gateway(with_gateway(live.settings, **gateway), live.registry) as url,
+            httpx.AsyncClient(base_url=url, headers=bearer(key)) as http,
+        ):
+            answer = await http.post(
+                "/v1/predictions", json={"application": "rag", "join_key": trace_id}
+            )
+            assert answer.status_code == 202, answer.text
+            mlflow.set_tracking_uri(url)
+            yield MlflowAtGateway(live, http, answer.json()["prediction_id"])

@@ -9,17 +9,15 @@ import uuid
 from typing import Any
 
 import asyncpg
-import httpx
 import mlflow
 import pytest
 from mlflow.entities import AssessmentError, AssessmentSource, Feedback
 from mlflow.exceptions import MlflowException
 
-from tests.integration.gateway import bearer, new_key, running_gateway, with_gateway
+from tests.integration.gateway import mlflow_at_gateway
 from tests.integration.harness import (
     committed_to_the_end,
     count,
-    live_pipeline,
     wait_for_count,
     wait_until,
 )
@@ -38,73 +36,63 @@ async def test_the_mlflow_client_logs_feedback_that_lands_joined_and_reads_back(
     db: asyncpg.Connection,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    async with live_pipeline(kafka.bootstrap, database_url) as live:
-        key = await new_key(database_url, "predictions", "feedback")
-        monkeypatch.setenv("MLFLOW_TRACKING_TOKEN", key)
-        async with (
-            running_gateway(with_gateway(live.settings), live.registry) as url,
-            httpx.AsyncClient(base_url=url, headers=bearer(key)) as http,
-        ):
-            answer = await http.post(
-                "/v1/predictions", json={"application": "rag", "join_key": TRACE}
-            )
-            assert answer.status_code == 202, answer.text
-            mlflow.set_tracking_uri(url)
-            human = AssessmentSource(source_type="HUMAN", source_id="annotator-1")
-            thumbs = await asyncio.to_thread(
-                _log,
-                TRACE,
-                name="haiku_rating",
-                value=True,
-                source=human,
-                rationale="answers the question",
-                metadata={"ui": "review"},
-                span_id="span-retriever",
-            )
-            judge = AssessmentSource(source_type="LLM_JUDGE", source_id="judge-v2")
-            failed = await asyncio.to_thread(
-                _log,
-                TRACE,
-                name="haiku_score",
-                error=AssessmentError(error_code="TIMEOUT", error_message="judge timed out"),
-                source=judge,
-            )
-            with pytest.raises(MlflowException) as refused:
-                await asyncio.to_thread(_log, TRACE, name="haiku_rating", value="yes")
-            assert refused.value.error_code == "INVALID_PARAMETER_VALUE"
-            assert "boolean" in refused.value.message
+    async with mlflow_at_gateway(kafka.bootstrap, database_url, monkeypatch, TRACE) as at:
+        live, http, prediction_id = at.live, at.http, at.prediction_id
+        human = AssessmentSource(source_type="HUMAN", source_id="annotator-1")
+        thumbs = await asyncio.to_thread(
+            _log,
+            TRACE,
+            name="haiku_rating",
+            value=True,
+            source=human,
+            rationale="answers the question",
+            metadata={"ui": "review"},
+            span_id="span-retriever",
+        )
+        judge = AssessmentSource(source_type="LLM_JUDGE", source_id="judge-v2")
+        failed = await asyncio.to_thread(
+            _log,
+            TRACE,
+            name="haiku_score",
+            error=AssessmentError(error_code="TIMEOUT", error_message="judge timed out"),
+            source=judge,
+        )
+        with pytest.raises(MlflowException) as refused:
+            await asyncio.to_thread(_log, TRACE, name="haiku_rating", value="yes")
+        assert refused.value.error_code == "INVALID_PARAMETER_VALUE"
+        assert "boolean" in refused.value.message
 
-            # The client retries a create with the same bytes: still one feedback.
-            retried = {
-                "assessment": {
-                    "assessment_name": "comment",
-                    "trace_id": TRACE,
-                    "source": {"source_type": "CODE", "source_id": "ci"},
-                    "create_time": "2026-12-02T01:00:00.000Z",
-                    "feedback": {"value": "fine"},
-                }
+        # The client retries a create with the same bytes: still one feedback.
+        retried = {
+            "assessment": {
+                "assessment_name": "comment",
+                "trace_id": TRACE,
+                "source": {"source_type": "CODE", "source_id": "ci"},
+                "create_time": "2026-12-02T01:00:00.000Z",
+                "feedback": {"value": "fine"},
             }
-            path = f"/api/3.0/mlflow/traces/{TRACE}/assessments"
-            first = await http.post(path, json=retried)
-            again = await http.post(path, json=retried)
-            assert first.status_code == again.status_code == 200
-            assert (
-                first.json()["assessment"]["assessment_id"]
-                == again.json()["assessment"]["assessment_id"]
-            )
+        }
+        path = f"/api/3.0/mlflow/traces/{TRACE}/assessments"
+        first = await http.post(path, json=retried)
+        again = await http.post(path, json=retried)
+        assert first.status_code == again.status_code == 200
+        assert (
+            first.json()["assessment"]["assessment_id"]
+            == again.json()["assessment"]["assessment_id"]
+        )
 
-            await wait_for_count(
-                db, "SELECT count(*) FROM feedbackflow.feedback WHERE status = 'joined'", 3
+        await wait_for_count(
+            db, "SELECT count(*) FROM feedbackflow.feedback WHERE status = 'joined'", 3
+        )
+        await wait_until(lambda: committed_to_the_end(live.settings), what="the worker")
+        read = await asyncio.to_thread(
+            mlflow.get_assessment, trace_id=TRACE, assessment_id=thumbs.assessment_id
+        )
+        with pytest.raises(MlflowException) as missing:
+            await asyncio.to_thread(
+                mlflow.get_assessment, trace_id=TRACE, assessment_id=str(uuid.uuid4())
             )
-            await wait_until(lambda: committed_to_the_end(live.settings), what="the worker")
-            read = await asyncio.to_thread(
-                mlflow.get_assessment, trace_id=TRACE, assessment_id=thumbs.assessment_id
-            )
-            with pytest.raises(MlflowException) as missing:
-                await asyncio.to_thread(
-                    mlflow.get_assessment, trace_id=TRACE, assessment_id=str(uuid.uuid4())
-                )
-            assert missing.value.error_code == "RESOURCE_DOES_NOT_EXIST"
+        assert missing.value.error_code == "RESOURCE_DOES_NOT_EXIST"
     assert await count(db, "SELECT count(*) FROM feedbackflow.feedback") == 3
     assert isinstance(read, Feedback)
     assert (read.name, read.value, read.rationale, read.span_id) == (
@@ -122,4 +110,4 @@ async def test_the_mlflow_client_logs_feedback_that_lands_joined_and_reads_back(
     )
     assert row is not None
     assert (row["error_code"], row["source_type"]) == ("TIMEOUT", "llm_judge")
-    assert str(row["prediction_id"]) == answer.json()["prediction_id"]
+    assert str(row["prediction_id"]) == prediction_id

@@ -248,6 +248,27 @@ def test_error_outcome_fills_error_columns(decoder: Decoder) -> None:
     assert row.value_bool is None
 
 
+def test_a_retraction_is_a_row_with_no_value_and_no_error(decoder: Decoder) -> None:
+    event = feedback(retracted=True, source={"type": "human", "id": "annotator-1"})
+    del event["value"]
+    row = only_feedback(decoder.decode([record(TOPICS.feedback, event)], NOW))
+    assert (row.value_bool, row.value_float, row.value_text, row.value_json) == (None,) * 4
+    assert (row.error_code, row.source_id) == (None, "annotator-1")
+
+
+def test_a_retraction_without_a_source_id_is_dead_lettered(decoder: Decoder) -> None:
+    event = feedback(retracted=True, source={"type": "human"})
+    del event["value"]
+    dead = only_dead_letter(decoder.decode([record(TOPICS.feedback, event)], NOW))
+    assert "a retraction needs source.id" in dead.reason
+
+
+def test_a_retraction_with_a_value_is_dead_lettered(decoder: Decoder) -> None:
+    event = feedback(retracted=True, source={"type": "human", "id": "a"})
+    dead = only_dead_letter(decoder.decode([record(TOPICS.feedback, event)], NOW))
+    assert "exactly one of value, error and retracted" in dead.reason
+
+
 # --- dead letters -----------------------------------------------------------------------------
 
 

@@ -275,13 +275,13 @@ def test_feedback_needs_a_value_or_an_error() -> None:
     del event["value"]
     with pytest.raises(ValidationError) as exc:
         Feedback.model_validate(event)
-    assert "exactly one of value and error" in exc.value.errors()[0]["msg"]
+    assert "exactly one of value, error and retracted" in exc.value.errors()[0]["msg"]
 
 
 def test_feedback_with_both_value_and_error_is_rejected() -> None:
     with pytest.raises(ValidationError) as exc:
         Feedback.model_validate(feedback(error={"code": "timeout", "message": "judge timed out"}))
-    assert "exactly one of value and error" in exc.value.errors()[0]["msg"]
+    assert "exactly one of value, error and retracted" in exc.value.errors()[0]["msg"]
 
 
 def test_feedback_with_error_instead_of_value_is_valid() -> None:

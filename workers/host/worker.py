@@ -7,6 +7,7 @@ serves ``/metrics``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -20,6 +21,7 @@ from ingest.topics import TopicNames, create_topics
 from workers.clock import Clock, SystemClock
 from workers.health import PipelineHealth
 from workers.host.waiting import until_it_answers
+from workers.postgres.metric_definitions import MetricDefinitions
 from workers.postgres.migrate import migrate
 from workers.postgres.retention import apply_retention
 from workers.postgres.sink import PostgresSink
@@ -141,9 +143,18 @@ class Worker:
             max_request_size=DEAD_LETTER_RECORD_BYTES + RECORD_OVERHEAD_BYTES,
         )
         self.sink = sink = PostgresSink(settings.database_url, pipeline.retention)
+        decoder = Decoder(self.registry, self.topics, pipeline.retention)
+        metrics = MetricDefinitions(self.registry, on_change=decoder.use)
+        metrics_pool = await asyncpg.create_pool(settings.database_url, min_size=0, max_size=1)
+        with contextlib.suppress(OSError, asyncpg.PostgresError):
+            await metrics.refresh(metrics_pool)  # else keep_fresh and the recheck try again
+        refreshing = asyncio.create_task(
+            metrics.keep_fresh(metrics_pool, settings.metric_refresh_seconds),
+            name="refresh-metrics",
+        )
         parts = ChainParts(
             consumer=consumer,
-            decoder=Decoder(self.registry, self.topics, pipeline.retention),
+            decoder=decoder,
             sink=sink,
             publish_dead_letters=self._publish_dead_letters,
             clock=self.clock,
@@ -151,6 +162,7 @@ class Worker:
             pipeline=pipeline,
             partition_of=TopicPartition,
             health=self.health,
+            refresh_metrics=lambda: metrics.refresh(metrics_pool),
         )
         self.loop = ConsumerLoop(
             consumer,
@@ -171,9 +183,12 @@ class Worker:
         try:
             await self.loop.run(self.stopping)
         finally:
+            refreshing.cancel()
+            await asyncio.gather(refreshing, return_exceptions=True)
             await consumer.stop()
             await producer.stop()
             await sink.close()
+            await metrics_pool.close()
 
     async def _migrate(self) -> None:
         conn = await asyncpg.connect(self.settings.database_url)

@@ -7,7 +7,7 @@ next; what they share (the sink, the telemetry, the clock) is long-lived and pas
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from workers.clock import Clock
@@ -21,6 +21,7 @@ from workers.stream.decoding import DecodeInSlices
 from workers.stream.hold_back import FeedbackHoldBack, HoldBackStep
 from workers.stream.sink import Sink
 from workers.stream.tumbling_window import TumblingWindow
+from workers.stream.unknown_metrics import RecheckUnknownMetrics
 from workers.stream.window import WindowBuffer
 from workers.stream.window_writer import Retry, WindowWriter
 from workers.telemetry import WorkerTelemetry
@@ -51,6 +52,9 @@ class ChainParts:
     # The back-off of window writes (attempts from the settings); tests make it short.
     retry_delays: tuple[float, float] = (Retry.first_delay, Retry.max_delay)
     monotonic: Callable[[], float] = time.monotonic
+    # Re-reads the metrics defined at run time (workers.postgres.metric_definitions); with it,
+    # feedback for a metric defined a moment ago is decoded again instead of dead-lettered.
+    refresh_metrics: Callable[[], Awaitable[object]] | None = None
 
     def build(self) -> Chain:
         pipeline, topics = self.pipeline, self.decoder.topics
@@ -67,6 +71,9 @@ class ChainParts:
             retry=Retry(pipeline.write_attempts, *self.retry_delays),
             topics=topics,
             health=self.health,
+            recheck=None
+            if self.refresh_metrics is None
+            else RecheckUnknownMetrics(self.decoder, self.refresh_metrics),
         )
         buffer = WindowBuffer(
             length_seconds=pipeline.window.total_seconds(),

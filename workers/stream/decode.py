@@ -75,6 +75,18 @@ class KafkaRecord(Protocol):
     def value(self) -> bytes | None: ...
 
 
+class PlainRecord(NamedTuple):
+    """A ``KafkaRecord`` without a broker: a dead letter decoded again
+    (``workers.stream.unknown_metrics``), and tests."""
+
+    topic: str
+    partition: int
+    offset: int
+    timestamp: int
+    key: bytes | None
+    value: bytes | None
+
+
 class PredictionRow(NamedTuple):
     """A prediction as staged for COPY: what the worker knows; the window's SQL adds the rest."""
 
@@ -143,6 +155,17 @@ class DeadLetter(NamedTuple):
     reason: str
     received_at: datetime
 
+    def as_record(self) -> PlainRecord:
+        """The record this dead letter was made of, to decode it again."""
+        return PlainRecord(
+            self.topic,
+            self.kafka_partition,
+            self.kafka_offset,
+            micros(self.kafka_ts) // 1000,
+            self.message_key,
+            self.payload,
+        )
+
 
 @dataclass
 class DecodedBatch:
@@ -172,6 +195,10 @@ class Decoder:
         self.registry = registry
         self.topics = topics
         self.retention = retention
+
+    def use(self, registry: MetricRegistry) -> None:
+        """Check events against ``registry`` from now on (metrics defined at run time)."""
+        self.registry = registry
 
     def decode(self, records: Iterable[KafkaRecord], now: datetime) -> DecodedBatch:
         batch = DecodedBatch()

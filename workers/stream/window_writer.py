@@ -65,6 +65,7 @@ class WindowWriter:
         retry: Retry,
         topics: TopicNames,
         health: PipelineHealth | None = None,
+        recheck: Callable[[WindowContents], Awaitable[WindowContents]] | None = None,
     ) -> None:
         if not 1 <= max_in_flight <= 2:
             # WindowBuffer drops ids of the one window before: the only one that can be
@@ -78,6 +79,8 @@ class WindowWriter:
         self.retry = retry
         self.topics = topics
         self.health = health or PipelineHealth()
+        # Dead letters that may decode after all (workers.stream.unknown_metrics).
+        self.recheck = recheck
         self._in_flight: deque[asyncio.Task[WrittenWindow]] = deque()
         # Set once the newest window submitted so far has committed (or failed).
         self._last_written: asyncio.Event | None = None
@@ -126,6 +129,8 @@ class WindowWriter:
     ) -> WrittenWindow:
         started = time.perf_counter()
         try:
+            if self.recheck is not None and contents.dead_letters:
+                contents = await self.recheck(contents)
             outcome, refused = await self._write_with_retries(contents, before)
         finally:
             written.set()  # failed or not: a later window never waits on it for ever

@@ -22,7 +22,7 @@ from ingest.metrics.registry import MetricRegistry, registry_from_mapping
 from ingest.sdk.producer import uuid7
 from ingest.topics import TopicNames, create_topics
 from ingest.wire.events import Feedback, Prediction
-from workers.stream.decode import DecodedBatch, Decoder
+from workers.stream.decode import DecodedBatch, Decoder, PlainRecord
 
 FEEDBACK_SHARE = 0.30
 EARLY_SHARE = 0.20
@@ -88,16 +88,8 @@ class EventSet:
         return len(self.messages)
 
 
-class Record(NamedTuple):
-    """Satisfies ``workers.stream.decode.KafkaRecord`` for decoding without a broker."""
-
-    topic: str
-    partition: int
-    offset: int
-    timestamp: int
-    key: bytes | None
-    value: bytes | None
-
+# A record decoded without a broker (tests, bench).
+Record = PlainRecord
 
 _dumps = json.JSONEncoder(separators=(",", ":")).encode
 
