@@ -84,11 +84,12 @@ async def mlflow_at_gateway(
     database_url: str,
     monkeypatch: pytest.MonkeyPatch,
     trace_id: str,
+    registry: MetricRegistry | None = None,
     **gateway: Any,
 ) -> AsyncIterator[MlflowAtGateway]:
     """A live pipeline and gateway, MLflow's client pointed at it with a key, and a prediction
     logged with ``trace_id`` as its join key (a trace is a prediction addressed by its id)."""
-    async with live_pipeline(bootstrap, database_url) as live:
+    async with live_pipeline(bootstrap, database_url, registry=registry) as live:
         key = await new_key(database_url, "predictions", "feedback")
         monkeypatch.setenv("MLFLOW_TRACKING_TOKEN", key)
         async with (

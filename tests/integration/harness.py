@@ -113,10 +113,14 @@ class LivePipeline:
 
 @asynccontextmanager
 async def live_pipeline(
-    bootstrap: str, database_url: str, *, partitions: int = 2
+    bootstrap: str,
+    database_url: str,
+    *,
+    partitions: int = 2,
+    registry: MetricRegistry | None = None,
 ) -> AsyncIterator[LivePipeline]:
     settings = isolated_settings(bootstrap, database_url)
-    registry = metric_registry()
+    registry = registry or metric_registry()
     topics = await make_topics(settings, partitions=partitions)
     clock = ShiftedClock()
     async with (

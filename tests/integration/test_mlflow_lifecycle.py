@@ -10,13 +10,21 @@ import uuid
 from typing import Any
 
 import asyncpg
+import httpx
 import mlflow
 import pytest
 from mlflow.entities import AssessmentSource, Expectation, Feedback
 from mlflow.exceptions import MlflowException
 
-from tests.integration.gateway import mlflow_at_gateway
+from ingest.metrics.registry import load_registry
+from tests.integration.gateway import mlflow_at_gateway, running_gateway, with_gateway
 from tests.integration.harness import count, wait_for_count, wait_until
+from tests.integration.test_readme_examples import (
+    README_GATEWAY,
+    REPOSITORY_CONFIG,
+    _block,
+    _run_with_env,
+)
 from workers.devstack.servers import TansuBroker
 
 TRACE = "tr-lifecycle-1"
@@ -205,3 +213,62 @@ async def _stored(db: asyncpg.Connection, feedback_id: str) -> bool:
         uuid.UUID(feedback_id),
     )
     return bool(found)
+
+
+async def test_the_readme_mlflow_snippet_works_as_written(
+    kafka: TansuBroker,
+    database_url: str,
+    db: asyncpg.Connection,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    registry = load_registry(REPOSITORY_CONFIG)
+    async with mlflow_at_gateway(
+        kafka.bootstrap, database_url, monkeypatch, "req-42", registry
+    ) as at:
+        code = _block("python", "mlflow.override_feedback").replace(
+            README_GATEWAY, str(at.http.base_url).rstrip("/")
+        )
+        await asyncio.to_thread(_run_with_env, code, {})
+        await wait_for_count(
+            db, "SELECT count(*) FROM feedbackflow.feedback WHERE status = 'joined'", 7
+        )
+    assert capsys.readouterr().out.strip() == "False"
+    rows = await db.fetch(
+        "SELECT metric, source_id, value_bool, value_float, value_text, value_json::text AS json"
+        " FROM feedbackflow.feedback_current WHERE join_key = 'req-42' ORDER BY metric"
+    )
+    assert [tuple(r) for r in rows] == [
+        ("clarity_note", "judge-v1", None, None, None, '{"clear": true}'),
+        ("expected_haiku", "default", None, None, None, '"an old silent pond"'),
+        ("haiku_rating", "ana", True, None, None, None),
+        ("haiku_stars", "ana", None, 4.0, None, None),
+    ]
+
+
+async def test_a_metric_one_gateway_defines_is_taken_by_another_within_its_refresh(
+    kafka: TansuBroker,
+    database_url: str,
+    db: asyncpg.Connection,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    async with mlflow_at_gateway(kafka.bootstrap, database_url, monkeypatch, TRACE) as at:
+        settings = with_gateway(at.live.settings.model_copy(update={"metric_refresh_seconds": 0.2}))
+        async with (
+            running_gateway(settings, at.live.registry) as other_url,
+            httpx.AsyncClient(base_url=other_url, headers=at.http.headers) as other,
+        ):
+            note = {"metric": "clarity_note", "join_key": TRACE, "value": {"clear": True}}
+            before = await other.post("/v1/feedback", json=note)
+            await call(mlflow.log_feedback, trace_id=TRACE, name="clarity_note", value={"a": 1})
+
+            async def taken() -> bool:
+                answer = await other.post("/v1/feedback", json=note)
+                return answer.status_code == 202
+
+            await wait_until(taken, within=10, what="the other gateway to know clarity_note")
+            await wait_for_count(
+                db, "SELECT count(*) FROM feedbackflow.feedback WHERE metric = 'clarity_note'", 2
+            )
+    assert before.status_code == 400
+    assert "unknown metric 'clarity_note'" in before.json()["error"]
