@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import re
 import sys
@@ -27,12 +28,13 @@ from tests.integration.harness import (
     committed_to_the_end,
     isolated_settings,
     make_topics,
+    producer,
     running_worker,
     wait_for_count,
     wait_until,
 )
 from workers.devstack.servers import TansuBroker
-from workers.settings import PipelineSettings
+from workers.settings import PipelineSettings, Settings
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 
@@ -54,10 +56,80 @@ def test_the_readme_config_is_a_valid_config() -> None:
     assert PipelineSettings(**document["pipeline"]).windows_in_flight == 2
 
 
-def test_the_readme_events_are_valid_wire_format() -> None:
-    prediction, feedback = (json.loads(block) for block in _blocks("json"))
-    assert Prediction.model_validate(prediction).application == "generate_haiku"
-    assert Feedback.model_validate(feedback).metric == "haiku_rating"
+def _readme_events() -> tuple[str, str]:
+    prediction, feedback = _blocks("json")
+    return prediction, feedback
+
+
+async def _send_as_written(settings: Settings, prediction: str, feedback: str) -> None:
+    """Each event's bytes as the README shows them, keyed as it says: the prediction by its
+    join key, the feedback by its target."""
+    async with producer(settings) as ff:
+        await ff.send_raw(
+            ff.topics.predictions, json.loads(prediction)["join_key"], prediction.encode()
+        )
+        await ff.send_raw(
+            ff.topics.feedback, json.loads(feedback)["prediction_id"], feedback.encode()
+        )
+
+
+async def test_the_readme_events_land_joined_in_postgres_whenever_they_are_sent(
+    kafka: TansuBroker,
+    database_url: str,
+    db: asyncpg.Connection,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """They were dead-lettered a year after they were written (their timestamps had aged past
+    nothing, but a UUIDv7 id two years from its timestamp): sent as written today, both land,
+    joined, and the worker's log says so."""
+    caplog.set_level(logging.INFO, logger="feedbackflow.worker")
+    prediction, feedback = _readme_events()
+    settings = isolated_settings(kafka.bootstrap, database_url)
+    await make_topics(settings)
+    async with running_worker(settings, load_registry(REPOSITORY_CONFIG)):
+        await _send_as_written(settings, prediction, feedback)
+        await wait_for_count(
+            db, "SELECT count(*) FROM feedbackflow.feedback WHERE status = 'joined'", 1
+        )
+        await wait_until(lambda: committed_to_the_end(settings), what="the worker to catch up")
+    assert await db.fetchval("SELECT count(*) FROM feedbackflow.dead_letters") == 0
+    stored = await db.fetchrow(
+        "SELECT p.join_key, p.model, f.metric, f.source_id FROM feedbackflow.feedback f"
+        " JOIN feedbackflow.predictions p ON p.prediction_id = f.prediction_id"
+    )
+    assert stored is not None
+    assert tuple(stored) == ("req-42", "gpt-haiku-a", "haiku_rating", "judge-v1")
+    written = [r.getMessage() for r in caplog.records if "window written" in r.getMessage()]
+    assert written, "no written window was logged"
+    assert all(r.levelno == logging.INFO for r in caplog.records if "window written" in r.msg)
+
+
+async def test_a_dead_letter_is_logged_naming_the_field_and_the_reason(
+    kafka: TansuBroker,
+    database_url: str,
+    db: asyncpg.Connection,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """What a new user saw: the README's prediction as it used to be written, with a timestamp
+    past retention, went to dead_letters and the log said nothing."""
+    caplog.set_level(logging.INFO, logger="feedbackflow.worker")
+    prediction, feedback = _readme_events()
+    aged = json.dumps({**json.loads(prediction), "timestamp": "2024-11-25T10:00:00Z"})
+    settings = isolated_settings(kafka.bootstrap, database_url)
+    await make_topics(settings)
+    async with running_worker(settings, load_registry(REPOSITORY_CONFIG)):
+        await _send_as_written(settings, aged, feedback)
+        await wait_for_count(db, "SELECT count(*) FROM feedbackflow.dead_letters", 1)
+        await wait_until(lambda: committed_to_the_end(settings), what="the worker to catch up")
+    warnings = [
+        r.getMessage()
+        for r in caplog.records
+        if r.levelno == logging.WARNING and r.getMessage().startswith("dead letter ")
+    ]
+    assert len(warnings) == 1, warnings
+    assert "timestamp: " in warnings[0]
+    assert "retention" in warnings[0]
+    assert f"{settings.topic_prefix}.predictions/" in warnings[0]
 
 
 async def test_the_readme_sdk_snippet_sends_what_it_says(
