@@ -36,7 +36,7 @@ def test_defaults_without_env_or_flags(env: pytest.MonkeyPatch) -> None:
     assert settings.http_port == 8000
     assert settings.config == Path("feedbackflow.toml")
     assert settings.topic_prefix == "feedbackflow"
-    assert settings.kafka_idempotence is True
+    assert settings.kafka_idempotence == "auto"
     assert settings.pipeline == PipelineSettings()
     assert settings.pipeline.window == timedelta(minutes=5)
     assert settings.pipeline.retention == timedelta(days=90)
