@@ -15,6 +15,7 @@ import uuid
 from pathlib import Path
 
 import asyncpg
+from aiokafka.admin import AIOKafkaAdminClient
 
 from tests.conftest import PostgresServer
 from tests.integration.harness import (
@@ -186,3 +187,27 @@ def test_migrate_and_retention_refuse_kafka_options() -> None:
         result = _run([command, "--kafka-bootstrap", "127.0.0.1:9092"])
         assert result.returncode == 2
         assert "unrecognized arguments: --kafka-bootstrap" in result.stderr
+
+
+async def test_topics_creates_them_with_the_partitions_set_and_checks_them(
+    kafka: TansuBroker,
+) -> None:
+    """For clusters where clients may not create topics: an operator's command, with the
+    partition count a setting (it was fixed at 4)."""
+    prefix = f"t{uuid.uuid4().hex[:10]}"
+    env = {"FEEDBACKFLOW_KAFKA_BOOTSTRAP": kafka.bootstrap, "FEEDBACKFLOW_TOPIC_PREFIX": prefix}
+    missing = await asyncio.to_thread(_run, ["topics", "--check"], **env)
+    assert missing.returncode == 1
+    assert f"topics: {prefix}.predictions: missing" in missing.stderr
+    created = await asyncio.to_thread(_run, ["topics"], FEEDBACKFLOW_KAFKA__PARTITIONS="3", **env)
+    assert created.returncode == 0, created.stderr
+    assert "(3 partitions, replication factor 1)" in created.stdout
+    checked = await asyncio.to_thread(_run, ["topics", "--check"], **env)
+    assert checked.returncode == 0, checked.stderr
+    admin = AIOKafkaAdminClient(bootstrap_servers=kafka.bootstrap)
+    await admin.start()
+    try:
+        described = await admin.describe_topics([f"{prefix}.predictions", f"{prefix}.feedback"])
+    finally:
+        await admin.close()
+    assert [len(d["partitions"]) for d in described] == [3, 3]
