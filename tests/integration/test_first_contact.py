@@ -29,6 +29,7 @@ from workers.devstack.servers import (
     create_database,
     database_url_with_name,
     free_port,
+    start_tansu,
 )
 from workers.host.startup import ExitCode
 
@@ -211,3 +212,44 @@ async def test_topics_creates_them_with_the_partitions_set_and_checks_them(
     finally:
         await admin.close()
     assert [len(d["partitions"]) for d in described] == [3, 3]
+
+
+async def test_a_command_waits_for_a_broker_that_starts_after_it() -> None:
+    """Start-up retries with back-off for ``start_timeout_seconds``: a broker started after the
+    command is found, without a restart."""
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FEEDBACKFLOW_")}
+    env |= {
+        "FEEDBACKFLOW_KAFKA_BOOTSTRAP": f"127.0.0.1:{port}",
+        "FEEDBACKFLOW_TOPIC_PREFIX": f"t{uuid.uuid4().hex[:10]}",
+        "FEEDBACKFLOW_START_TIMEOUT_SECONDS": "60",
+    }
+    command = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "workers.cli",
+        "topics",
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    assert command.stderr is not None
+    broker = None
+    try:
+        async with asyncio.timeout(30):
+            said = b""
+            while b"waiting for Kafka" not in said:
+                line = await command.stderr.readline()
+                assert line, f"it exited without waiting: {said.decode()}"
+                said += line
+        broker = await asyncio.to_thread(start_tansu, port)
+        async with asyncio.timeout(60):
+            out, err = await command.communicate()
+    finally:
+        if command.returncode is None:
+            command.kill()
+            await command.wait()
+        if broker is not None:
+            broker.stop()
+    assert command.returncode == 0, err.decode()
+    assert "topics: created" in out.decode()
