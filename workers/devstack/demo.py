@@ -116,23 +116,15 @@ async def _demo(live: Settings, predictions: int, started: float) -> int:
         }
     )
     topics = TopicNames(live.topic_prefix)
-    await create_topics(live.kafka_bootstrap, topics, partitions=4)
+    await create_topics(live, topics, partitions=4)
     traffic = haiku_traffic(datetime.now(UTC), predictions)
     worker = Worker(live, registry)
     task = asyncio.create_task(worker.run(), name="worker")
     total_feedback = sum(traffic.expected.status.values())
     to_land = len(traffic.predictions) + total_feedback + traffic.expected.dead_letters
     with demo_progress() as progress:
-        sending = progress.add_task(
-            "sent to Kafka and the gateway",
-            total=to_land,
-        )
-        async with FeedbackflowProducer(
-            live.kafka_bootstrap,
-            topics=topics,
-            registry=registry,
-            idempotent=live.kafka_idempotence,
-        ) as ff:
+        sending = progress.add_task("sent to Kafka and the gateway", total=to_land)
+        async with FeedbackflowProducer(settings=live, topics=topics, registry=registry) as ff:
             for event in traffic.early_feedback:
                 await ff.send_raw(topics.feedback, event.target, event.model_dump_json().encode())
             for raw in traffic.malformed:
