@@ -25,9 +25,9 @@ from workers.host.startup import (
     StartupFailure,
     check_kafka,
     connect_postgres,
+    migrated,
     worker_preflight,
 )
-from workers.postgres.migrate import migrate
 from workers.postgres.retention import apply_retention
 from workers.settings import ENV_PREFIX, Settings
 
@@ -50,11 +50,7 @@ def _settings_from(args: argparse.Namespace, **overrides: object) -> Settings:
 
 
 async def _migrate(settings: Settings) -> int:
-    conn = await connect_postgres(settings)
-    try:
-        applied = await migrate(conn)
-    finally:
-        await conn.close()
+    applied = await migrated(settings)
     names = ", ".join(f"{m.version:04d}_{m.name}" for m in applied) or "nothing (up to date)"
     print(f"migrate: applied {names}")
     return 0

@@ -8,6 +8,7 @@ import importlib.metadata
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -32,6 +33,8 @@ from workers.devstack.servers import (
     start_tansu,
 )
 from workers.host.startup import ExitCode
+
+REPOSITORY_CONFIG = Path(__file__).resolve().parents[2] / "feedbackflow.toml"
 
 
 def _start_command(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
@@ -253,3 +256,43 @@ async def test_a_command_waits_for_a_broker_that_starts_after_it() -> None:
             broker.stop()
     assert command.returncode == 0, err.decode()
     assert "topics: created" in out.decode()
+
+
+async def test_dev_says_how_long_its_windows_are(
+    kafka: TansuBroker, database_url: str, tmp_path: Path
+) -> None:
+    """With the repository's feedbackflow.toml (5-minute windows) `feedbackflow dev` seemed to
+    do nothing for five minutes; its banner and its worker's log now say why."""
+    await asyncio.to_thread(shutil.copyfile, REPOSITORY_CONFIG, tmp_path / "feedbackflow.toml")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FEEDBACKFLOW_")}
+    env |= {
+        "FEEDBACKFLOW_KAFKA_BOOTSTRAP": kafka.bootstrap,
+        "FEEDBACKFLOW_DATABASE_URL": database_url,
+        "FEEDBACKFLOW_TOPIC_PREFIX": f"t{uuid.uuid4().hex[:10]}",
+        "FEEDBACKFLOW_GATEWAY__PORT": str(free_port()),
+    }
+    dev = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "workers.cli",
+        "dev",
+        "--http-port",
+        str(free_port()),
+        cwd=tmp_path,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    assert dev.stdout is not None
+    said = b""
+    try:
+        async with asyncio.timeout(60):
+            while b"in windows of 5m" not in said or b"Windows of 5m" not in said:
+                line = await dev.stdout.readline()
+                assert line, f"dev exited: {said.decode()}"
+                said += line
+    finally:
+        dev.send_signal(signal.SIGTERM)
+        async with asyncio.timeout(60):
+            await dev.communicate()
+    assert b"what you send lands in Postgres when its window closes" in said

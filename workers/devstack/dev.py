@@ -12,8 +12,9 @@ from ingest.gateway.server import uvicorn_config
 from ingest.metrics.registry import MetricRegistry, load_registry, registry_from_mapping
 from ingest.topics import TopicNames
 from workers.devstack.haiku_traffic import DEMO_METRICS, DEMO_PIPELINE
-from workers.devstack.stack import embedded_stack, given, migrate_database
+from workers.devstack.stack import embedded_stack, given
 from workers.host.app import run_worker_process
+from workers.host.startup import migrated
 from workers.settings import PipelineSettings, Settings, describe_duration
 
 
@@ -54,7 +55,7 @@ def run_dev(settings: Settings, http_port: int) -> int:
     pgdata = Path.cwd() / ".feedbackflow" / "pgdata"
     with embedded_stack(settings, None, pgdata) as live:
         live = live.model_copy(update={"http_port": http_port})
-        asyncio.run(migrate_database(live.database_url))
+        asyncio.run(migrated(live))  # a database that is not there: one line, its exit code
         print(dev_banner(live, http_port), flush=True)
         gateway = _start_gateway(live, registry)
         try:

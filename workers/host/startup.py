@@ -21,7 +21,7 @@ from aiokafka import AIOKafkaClient
 from aiokafka.errors import KafkaError
 
 from ingest.kafka_client import KafkaUnsupported, client_options, producer_idempotence
-from workers.postgres.migrate import migrate, pending_migrations
+from workers.postgres.migrate import Migration, migrate, pending_migrations
 from workers.settings import Settings
 
 log = logging.getLogger("feedbackflow")
@@ -122,6 +122,15 @@ async def connect_postgres(settings: Settings) -> asyncpg.Connection:
         asyncpg.TooManyConnectionsError,
     )
     return await _with_back_off(f"PostgreSQL at {where}", attempt, transient, timeout, give_up)
+
+
+async def migrated(settings: Settings) -> list[Migration]:
+    """Apply the missing migrations (``feedbackflow migrate``, ``dev``); what was applied."""
+    conn = await connect_postgres(settings)
+    try:
+        return await migrate(conn)
+    finally:
+        await conn.close()
 
 
 async def ensure_schema(conn: asyncpg.Connection, settings: Settings) -> None:
