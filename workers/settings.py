@@ -18,7 +18,16 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SecretStr
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-ENV_PREFIX = "FEEDBACKFLOW_"
+from ingest.kafka_client import ENV_PREFIX, ClientSettings
+
+__all__ = [
+    "ENV_PREFIX",
+    "GatewaySettings",
+    "PipelineSettings",
+    "Settings",
+    "describe_duration",
+    "parse_duration",
+]
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*$")
 _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
 
@@ -38,6 +47,15 @@ def parse_duration(value: object) -> timedelta:
 
 
 Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
+
+
+def describe_duration(value: timedelta) -> str:
+    """The shortest spelling ``parse_duration`` reads back: ``5m``, ``1s``, ``90d``, ``250ms``."""
+    millis = round(value.total_seconds() * 1000)
+    for unit, size in (("d", 86_400_000), ("h", 3_600_000), ("m", 60_000), ("s", 1000)):
+        if millis % size == 0:
+            return f"{millis // size}{unit}"
+    return f"{millis}ms"
 
 
 class PipelineSettings(BaseModel):
@@ -118,28 +136,30 @@ class GatewaySettings(BaseModel):
     strict_metrics: bool = False
 
 
-class Settings(BaseSettings):
-    model_config = SettingsConfigDict(
-        env_prefix=ENV_PREFIX,
-        env_nested_delimiter="__",
-        env_ignore_empty=True,
-        frozen=True,
-        extra="forbid",
-    )
+class Settings(ClientSettings):
+    """Every process's settings: the Kafka client's (``ingest.kafka_client``: the address,
+    TLS, SASL, idempotence, the topics), and the rest here."""
 
-    kafka_bootstrap: str = Field(default="127.0.0.1:9092", min_length=1)
+    # The rest of the configuration (environment prefix, nesting) is ClientSettings'.
+    model_config = SettingsConfigDict(extra="forbid")
+
     database_url: str = "postgresql://postgres@127.0.0.1:5432/postgres"
     # The config file: [metrics.*] for ingest.metrics, [pipeline] for ``pipeline`` below.
     config: Path = Path("feedbackflow.toml")
     # How often worker and gateway re-read the metrics defined at run time (stored in Postgres,
     # workers.postgres.metric_definitions): a new one is seen everywhere within this.
     metric_refresh_seconds: float = Field(default=2.0, gt=0)
-    topic_prefix: str = Field(default="feedbackflow", pattern=r"^[A-Za-z0-9._-]+$")
     consumer_group: str = "feedbackflow-worker"
     http_port: int = Field(default=8000, ge=0, le=65535)
-    # Apache Kafka: on.  The embedded tansu broker does not implement InitProducerId, so the
-    # embedded stack turns it off; duplicates a retry may cause are absorbed by the sink anyway.
-    kafka_idempotence: bool = True
+    # How long a command waits at start-up for PostgreSQL and Kafka to answer (retrying with
+    # back-off) before it exits with a one-line error and its exit code (workers.startup).
+    start_timeout_seconds: float = Field(default=60.0, ge=0)
+    # Whether the worker applies migrations at start-up (it then needs DDL rights).  Off, a
+    # worker finding the schema behind its code refuses to start, naming `feedbackflow migrate`.
+    migrate_on_start: bool = True
+    # Log lines as text (for people) or JSON (one object a line, for collectors); the level.
+    log_format: Literal["text", "json"] = "text"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     # How long the group waits for a silent worker before moving its partitions.  Lower means a
     # crashed worker's partitions move sooner (tansu also answers a join after half of it).
     kafka_session_timeout_ms: int = Field(default=10_000, ge=1_000, le=300_000)

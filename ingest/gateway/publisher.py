@@ -18,6 +18,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError, KafkaTimeoutError, MessageSizeTooLargeError
 
 from ingest.gateway.errors import Refusal
+from ingest.kafka_client import ClientSettings, KafkaUnsupported, as_client_settings, start_producer
 from workers.postgres.idempotent_requests import PublishedEvent
 
 log = logging.getLogger("feedbackflow.gateway")
@@ -34,10 +35,11 @@ def unavailable(reason: str, retry_after: float) -> Refusal:
 
 class KafkaPublisher:
     def __init__(
-        self, bootstrap: str, *, idempotent: bool, timeout: float, linger_ms: int = 0
+        self, connection: str | ClientSettings, *, timeout: float, linger_ms: int = 0
     ) -> None:
         self.timeout = timeout
-        self._bootstrap, self._idempotent, self._linger_ms = bootstrap, idempotent, linger_ms
+        self._connection, self._linger_ms = connection, linger_ms
+        self._bootstrap = as_client_settings(connection).kafka_bootstrap
         self._producer: AIOKafkaProducer | None = None
         self._starting: asyncio.Task[None] | None = None
 
@@ -47,17 +49,17 @@ class KafkaPublisher:
 
     async def _connect(self) -> None:
         while True:
-            producer = AIOKafkaProducer(
-                bootstrap_servers=self._bootstrap,
-                acks="all",
-                enable_idempotence=self._idempotent,
-                linger_ms=self._linger_ms,
-                request_timeout_ms=max(1000, int(self.timeout * 1000)),
-            )
             try:
-                await producer.start()
+                # The settings' TLS, SASL and idempotence, as every producer (ingest.kafka_client).
+                producer = await start_producer(
+                    self._connection,
+                    linger_ms=self._linger_ms,
+                    request_timeout_ms=max(1000, int(self.timeout * 1000)),
+                )
+            except KafkaUnsupported as exc:
+                log.error("%s; the gateway answers 503 until restarted with it", exc)
+                return
             except KafkaError as exc:
-                await producer.stop()
                 log.warning("broker %s not reachable yet (%s); retrying", self._bootstrap, exc)
                 await asyncio.sleep(START_RETRY_SECONDS)
                 continue

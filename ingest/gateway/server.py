@@ -163,8 +163,7 @@ def build_parts(settings: Settings, registry: MetricRegistry) -> GatewayParts:
         settings.metric_refresh_seconds,
     )
     publisher = KafkaPublisher(
-        settings.kafka_bootstrap,
-        idempotent=settings.kafka_idempotence,
+        settings,
         timeout=gateway.publish_timeout_seconds,
         linger_ms=gateway.linger_ms,
     )

@@ -3,8 +3,8 @@
 Events are validated here, before they are sent, with the same models the worker uses, so a
 mistake surfaces as a ``ValueError`` in the caller's stack instead of a dead letter later.  Ids are
 UUIDv7 (time-ordered: good for B-tree locality, and they let the worker tell a prediction's age
-from its id).  The producer is idempotent with ``acks=all`` and lingers a few milliseconds so that
-sends from a busy service leave in batches.
+from its id).  The producer uses ``acks=all``, is idempotent where the broker allows, and
+lingers a few milliseconds so that sends from a busy service leave in batches.
 """
 
 from __future__ import annotations
@@ -20,15 +20,12 @@ from uuid import UUID
 from aiokafka import AIOKafkaProducer
 from pydantic import TypeAdapter, ValidationError
 
+from ingest.kafka_client import ClientSettings, Idempotence, start_producer
 from ingest.metrics.registry import MetricRegistry
 from ingest.topics import TopicNames
 from ingest.wire.events import EPOCH_NUMBERS, Feedback, Prediction, Timestamp, error_text
 
 _TIMESTAMP: TypeAdapter[datetime] = TypeAdapter(Timestamp, config=EPOCH_NUMBERS)
-
-BOOTSTRAP_ENV, IDEMPOTENCE_ENV = "FEEDBACKFLOW_KAFKA_BOOTSTRAP", "FEEDBACKFLOW_KAFKA_IDEMPOTENCE"
-DEFAULT_BOOTSTRAP = "127.0.0.1:9092"
-FALSE = frozenset({"false", "0", "no", "off"})
 
 
 def uuid7(now_ms: int | None = None, bits: int | None = None) -> UUID:
@@ -90,10 +87,11 @@ class FeedbackflowProducer:
     and ``close()`` flushes.  Pass the metric registry to check feedback against the metric config
     before sending.
 
-    Where the broker is, and whether it takes idempotent producers, come from the arguments or
-    else from the environment the worker reads too (``FEEDBACKFLOW_KAFKA_BOOTSTRAP``,
-    ``FEEDBACKFLOW_KAFKA_IDEMPOTENCE``), which ``feedbackflow dev`` prints: the embedded tansu
-    broker has no ``InitProducerId``, so idempotence is off there.
+    The connection comes from the settings the worker reads too (``ingest.kafka_client``:
+    ``FEEDBACKFLOW_KAFKA_BOOTSTRAP``, ``FEEDBACKFLOW_KAFKA_IDEMPOTENCE``, TLS and SASL as
+    ``FEEDBACKFLOW_KAFKA__*``, ``FEEDBACKFLOW_TOPIC_PREFIX``), or ``settings=``; the arguments
+    override them.  Idempotence is ``auto`` unless said: on when the broker takes it, else off
+    with one warning (the embedded tansu broker has no ``InitProducerId``).
     """
 
     def __init__(
@@ -103,28 +101,26 @@ class FeedbackflowProducer:
         topics: TopicNames | None = None,
         registry: MetricRegistry | None = None,
         linger_ms: int = 5,
-        idempotent: bool | None = None,
+        idempotent: Idempotence | None = None,
+        settings: ClientSettings | None = None,
         **producer_options: Any,
     ) -> None:
-        self.topics = topics or TopicNames()
-        self.registry = registry
-        if bootstrap_servers is None:
-            bootstrap_servers = os.environ.get(BOOTSTRAP_ENV) or DEFAULT_BOOTSTRAP
-        if idempotent is None:
-            idempotent = os.environ.get(IDEMPOTENCE_ENV, "true").strip().lower() not in FALSE
-        self._producer = AIOKafkaProducer(
-            bootstrap_servers=bootstrap_servers,
-            enable_idempotence=idempotent,
-            acks="all",
-            linger_ms=linger_ms,
-            **producer_options,
+        settings = settings or ClientSettings()
+        given = {"kafka_bootstrap": bootstrap_servers, "kafka_idempotence": idempotent}
+        self.settings = settings.model_copy(
+            update={name: value for name, value in given.items() if value is not None}
         )
+        self.topics = topics or TopicNames(self.settings.topic_prefix)
+        self.registry = registry
+        self._options = {"linger_ms": linger_ms, **producer_options}
+        self._producer: AIOKafkaProducer | None = None
 
     async def start(self) -> None:
-        await self._producer.start()
+        self._producer = await start_producer(self.settings, **self._options)
 
     async def close(self) -> None:
-        await self._producer.stop()
+        if self._producer is not None:
+            await self._producer.stop()
 
     async def __aenter__(self) -> FeedbackflowProducer:
         await self.start()
@@ -139,7 +135,12 @@ class FeedbackflowProducer:
         await self.close()
 
     async def flush(self) -> None:
-        await self._producer.flush()
+        await self._started().flush()
+
+    def _started(self) -> AIOKafkaProducer:
+        if self._producer is None:
+            raise RuntimeError("start the producer first (or use it as `async with`)")
+        return self._producer
 
     async def log_prediction(
         self,
@@ -171,4 +172,4 @@ class FeedbackflowProducer:
     async def send_raw(self, topic: str, key: str | bytes | None, value: bytes) -> None:
         """Send bytes as they are (backfills, tests of malformed input); keyed by join key."""
         encoded = key.encode() if isinstance(key, str) else key
-        await self._producer.send(topic, value=value, key=encoded)
+        await self._started().send(topic, value=value, key=encoded)

@@ -6,6 +6,7 @@ feedbackflow.toml declares 5-minute windows, as the repository's own does."""
 from __future__ import annotations
 
 import asyncio
+import re
 from pathlib import Path
 
 import pytest
@@ -36,3 +37,8 @@ async def test_the_demo_adds_up(
     assert code == 0, out
     assert "All numbers add up" in out
     assert "feedback through the HTTP gateway (POST /v1/batch)" in out
+    # It showed nothing while it ran; now its progress, ending with everything landed.
+    landed = re.search(r"landed in Postgres \(1s windows\).*? (\d+)/(\d+)", out)
+    assert landed is not None, out
+    assert landed.group(1) == landed.group(2)
+    assert re.search(r"sent to Kafka and the gateway.*? (\d+)/\1", out) is not None, out

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import re
 import sys
@@ -17,22 +18,21 @@ from pathlib import Path
 
 import asyncpg
 import pytest
-from aiokafka import AIOKafkaConsumer
 
+from ingest import kafka_client
 from ingest.metrics.registry import load_registry, registry_from_mapping
-from ingest.topics import TopicNames, create_topics
-from ingest.wire.events import Feedback, Prediction
 from tests.integration.gateway import new_key, running_gateway, with_gateway
 from tests.integration.harness import (
     committed_to_the_end,
     isolated_settings,
     make_topics,
+    producer,
     running_worker,
     wait_for_count,
     wait_until,
 )
 from workers.devstack.servers import TansuBroker
-from workers.settings import PipelineSettings
+from workers.settings import PipelineSettings, Settings
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 
@@ -54,42 +54,119 @@ def test_the_readme_config_is_a_valid_config() -> None:
     assert PipelineSettings(**document["pipeline"]).windows_in_flight == 2
 
 
-def test_the_readme_events_are_valid_wire_format() -> None:
-    prediction, feedback = (json.loads(block) for block in _blocks("json"))
-    assert Prediction.model_validate(prediction).application == "generate_haiku"
-    assert Feedback.model_validate(feedback).metric == "haiku_rating"
+def _readme_events() -> tuple[str, str]:
+    prediction, feedback = _blocks("json")
+    return prediction, feedback
 
 
-async def test_the_readme_sdk_snippet_sends_what_it_says(
-    kafka: TansuBroker, monkeypatch: pytest.MonkeyPatch
+async def _send_as_written(settings: Settings, prediction: str, feedback: str) -> None:
+    """Each event's bytes as the README shows them, keyed as it says: the prediction by its
+    join key, the feedback by its target."""
+    async with producer(settings) as ff:
+        await ff.send_raw(
+            ff.topics.predictions, json.loads(prediction)["join_key"], prediction.encode()
+        )
+        await ff.send_raw(
+            ff.topics.feedback, json.loads(feedback)["prediction_id"], feedback.encode()
+        )
+
+
+async def test_the_readme_events_land_joined_in_postgres_whenever_they_are_sent(
+    kafka: TansuBroker,
+    database_url: str,
+    db: asyncpg.Connection,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
+    """They were dead-lettered a year after they were written (their timestamps had aged past
+    nothing, but a UUIDv7 id two years from its timestamp): sent as written today, both land,
+    joined, and the worker's log says so."""
+    caplog.set_level(logging.INFO, logger="feedbackflow.worker")
+    prediction, feedback = _readme_events()
+    settings = isolated_settings(kafka.bootstrap, database_url)
+    await make_topics(settings)
+    async with running_worker(settings, load_registry(REPOSITORY_CONFIG)):
+        await _send_as_written(settings, prediction, feedback)
+        await wait_for_count(
+            db, "SELECT count(*) FROM feedbackflow.feedback WHERE status = 'joined'", 1
+        )
+        await wait_until(lambda: committed_to_the_end(settings), what="the worker to catch up")
+    assert await db.fetchval("SELECT count(*) FROM feedbackflow.dead_letters") == 0
+    stored = await db.fetchrow(
+        "SELECT p.join_key, p.model, f.metric, f.source_id FROM feedbackflow.feedback f"
+        " JOIN feedbackflow.predictions p ON p.prediction_id = f.prediction_id"
+    )
+    assert stored is not None
+    assert tuple(stored) == ("req-42", "gpt-haiku-a", "haiku_rating", "judge-v1")
+    written = [r.getMessage() for r in caplog.records if "window written" in r.getMessage()]
+    assert written, "no written window was logged"
+    assert all(r.levelno == logging.INFO for r in caplog.records if "window written" in r.msg)
+
+
+async def test_a_dead_letter_is_logged_naming_the_field_and_the_reason(
+    kafka: TansuBroker,
+    database_url: str,
+    db: asyncpg.Connection,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """What a new user saw: the README's prediction as it used to be written, with a timestamp
+    past retention, went to dead_letters and the log said nothing."""
+    caplog.set_level(logging.INFO, logger="feedbackflow.worker")
+    prediction, feedback = _readme_events()
+    aged = json.dumps({**json.loads(prediction), "timestamp": "2024-11-25T10:00:00Z"})
+    settings = isolated_settings(kafka.bootstrap, database_url)
+    await make_topics(settings)
+    async with running_worker(settings, load_registry(REPOSITORY_CONFIG)):
+        await _send_as_written(settings, aged, feedback)
+        await wait_for_count(db, "SELECT count(*) FROM feedbackflow.dead_letters", 1)
+        await wait_until(lambda: committed_to_the_end(settings), what="the worker to catch up")
+    warnings = [
+        r.getMessage()
+        for r in caplog.records
+        if r.levelno == logging.WARNING and r.getMessage().startswith("dead letter ")
+    ]
+    assert len(warnings) == 1, warnings
+    assert "timestamp: " in warnings[0]
+    assert "retention" in warnings[0]
+    assert f"{settings.topic_prefix}.predictions/" in warnings[0]
+
+
+async def test_the_readme_sdk_snippet_lands_in_postgres_with_only_the_bootstrap_set(
+    kafka: TansuBroker,
+    database_url: str,
+    db: asyncpg.Connection,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """What a new user saw: against the embedded broker the snippet failed with aiokafka's
+    ``UnknownError`` (no InitProducerId), even with FEEDBACKFLOW_KAFKA_IDEMPOTENCE=false, which
+    the SDK did not read.  Now only the broker's address is set: the SDK finds out what the
+    broker takes, says so once, and the events are joined in Postgres."""
+    caplog.set_level(logging.WARNING, logger="feedbackflow.kafka")
     code = _block("python", "FeedbackflowProducer")
-    # What `feedbackflow dev` prints for its embedded broker.
+    settings = isolated_settings(kafka.bootstrap, database_url)
+    await make_topics(settings)
+    monkeypatch.delenv("FEEDBACKFLOW_KAFKA_IDEMPOTENCE", raising=False)
     monkeypatch.setenv("FEEDBACKFLOW_KAFKA_BOOTSTRAP", kafka.bootstrap)
-    monkeypatch.setenv("FEEDBACKFLOW_KAFKA_IDEMPOTENCE", "false")
-    await create_topics(kafka.bootstrap, TopicNames())
+    monkeypatch.setenv("FEEDBACKFLOW_TOPIC_PREFIX", settings.topic_prefix)
+    monkeypatch.setattr(kafka_client, "_TAKES_IDEMPOTENT", {})  # as a fresh process asks
     # The snippet's top-level ``async with`` runs inside a coroutine, as in an async service.
     source = "async def snippet():\n" + "".join(f"    {line}\n" for line in code.splitlines())
     scope: dict[str, object] = {}
     exec(compile(source, "README.md", "exec"), scope)  # noqa: S102 - the README's own code
-    await scope["snippet"]()  # type: ignore[operator]
-
-    consumer = AIOKafkaConsumer(
-        *TopicNames().inputs, bootstrap_servers=kafka.bootstrap, auto_offset_reset="earliest"
+    async with running_worker(settings, load_registry(REPOSITORY_CONFIG)):
+        await scope["snippet"]()  # type: ignore[operator]
+        await scope["snippet"]()  # type: ignore[operator]
+        await wait_for_count(
+            db, "SELECT count(*) FROM feedbackflow.feedback WHERE status = 'joined'", 2
+        )
+    rows = await db.fetch(
+        "SELECT p.model, f.value_bool FROM feedbackflow.feedback f"
+        " JOIN feedbackflow.predictions p ON p.prediction_id = f.prediction_id"
     )
-    await consumer.start()
-    try:
-        seen: dict[str, list[bytes]] = {}
-        async with asyncio.timeout(30):
-            while sum(map(len, seen.values())) < 2:
-                for tp, records in (await consumer.getmany(timeout_ms=1000)).items():
-                    seen.setdefault(tp.topic, []).extend(r.value for r in records)
-    finally:
-        await consumer.stop()
-    prediction = Prediction.model_validate_json(seen[TopicNames().predictions][-1])
-    feedback = Feedback.model_validate_json(seen[TopicNames().feedback][-1])
-    assert feedback.prediction_id == prediction.prediction_id
-    assert (prediction.model, feedback.value) == ("gpt-haiku-a", True)
+    assert [tuple(r) for r in rows] == [("gpt-haiku-a", True)] * 2
+    warned = [r.getMessage() for r in caplog.records if "idempotent" in r.getMessage()]
+    assert len(warned) == 1, warned
+    assert "FEEDBACKFLOW_KAFKA_IDEMPOTENCE=false" in warned[0]
 
 
 def test_the_readme_join_key_example_holds() -> None:

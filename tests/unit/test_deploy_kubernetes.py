@@ -6,7 +6,6 @@ has the time to write what it read before it is killed."""
 
 from __future__ import annotations
 
-import inspect
 import re
 import tomllib
 from collections.abc import Iterator
@@ -16,7 +15,7 @@ import kubernetes_validate
 import pytest
 from kubernetes_validate.utils import all_versions
 
-from ingest.topics import create_topics
+from ingest.kafka_client import KafkaSettings
 from tests.deploy_files import (
     DOCKERFILE,
     KUSTOMIZE_BASE,
@@ -233,7 +232,7 @@ def test_a_worker_has_time_to_write_what_it_read_before_it_is_killed() -> None:
 
 
 def test_no_more_workers_than_partitions_and_updates_never_add_one() -> None:
-    partitions = inspect.signature(create_topics).parameters["partitions"].default
+    partitions = KafkaSettings().partitions  # what `feedbackflow topics` and the worker create
     assert 1 <= WORKER["spec"]["replicas"] <= partitions
     assert WORKER["spec"]["strategy"]["rollingUpdate"]["maxSurge"] == 0
 

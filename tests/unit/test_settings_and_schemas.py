@@ -13,9 +13,10 @@ import pytest
 from pydantic import ValidationError
 
 from ingest.wire.json_schema import MODELS, SCHEMA_DIR, rendered_schemas
+from workers.devstack.dev import dev_banner
 from workers.postgres.migrate import available_migrations
 from workers.postgres.partitions import day_of, partition_name
-from workers.settings import PipelineSettings, Settings, parse_duration
+from workers.settings import PipelineSettings, Settings, describe_duration, parse_duration
 
 # --- settings ---------------------------------------------------------------------------------
 
@@ -36,7 +37,7 @@ def test_defaults_without_env_or_flags(env: pytest.MonkeyPatch) -> None:
     assert settings.http_port == 8000
     assert settings.config == Path("feedbackflow.toml")
     assert settings.topic_prefix == "feedbackflow"
-    assert settings.kafka_idempotence is True
+    assert settings.kafka_idempotence == "auto"
     assert settings.pipeline == PipelineSettings()
     assert settings.pipeline.window == timedelta(minutes=5)
     assert settings.pipeline.retention == timedelta(days=90)
@@ -298,3 +299,19 @@ def test_day_of_is_the_utc_day() -> None:
     early_morning_tokyo = datetime(2025, 11, 25, 3, 0, tzinfo=timezone(timedelta(hours=9)))
     assert day_of(early_morning_tokyo) == date(2025, 11, 24)
     assert day_of(datetime(2025, 11, 24, 23, 59, 59, tzinfo=UTC)) == date(2025, 11, 24)
+
+
+@pytest.mark.parametrize(
+    ("spelled", "described"),
+    [("5m", "5m"), ("90d", "90d"), ("1s", "1s"), ("250ms", "250ms"), ("90s", "90s"), ("1h", "1h")],
+)
+def test_a_duration_is_described_as_it_is_spelled(spelled: str, described: str) -> None:
+    assert describe_duration(parse_duration(spelled)) == described
+
+
+def test_the_dev_banner_states_the_window_length(env: pytest.MonkeyPatch) -> None:
+    """`feedbackflow dev` with the repository's 5-minute windows seemed to do nothing."""
+    live = Settings.load(pipeline=PipelineSettings(window="5m"))
+    banner = dev_banner(live, 8000)
+    assert "Windows of 5m: what you send lands in Postgres when its window closes" in banner
+    assert "FEEDBACKFLOW_TOPIC_PREFIX=feedbackflow" in banner

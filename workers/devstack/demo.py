@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 import aiohttp
 import asyncpg
 import uvicorn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from ingest.gateway.server import uvicorn_config
 from ingest.metrics.registry import MetricRegistry, registry_from_mapping
@@ -25,7 +26,7 @@ from workers.devstack.servers import free_port
 from workers.devstack.stack import embedded_stack
 from workers.host.worker import Worker
 from workers.read_model.landed import Landed, landed, render
-from workers.settings import PipelineSettings, Settings
+from workers.settings import PipelineSettings, Settings, describe_duration
 
 
 def _matches(expected: Expected, result: Landed, predictions: int) -> list[str]:
@@ -82,6 +83,20 @@ async def _through_the_gateway(
         await serving
 
 
+def demo_progress() -> Progress:
+    """What the demo is doing while it runs (rich): events sent, then events landed."""
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+    )
+
+
+def _landed_count(result: Landed) -> int:
+    return result.predictions + sum(result.status.values()) + result.dead_letters
+
+
 def run_demo(settings: Settings, predictions: int) -> int:
     started = time.monotonic()
     with embedded_stack(settings, "feedbackflow_demo") as live:
@@ -101,44 +116,51 @@ async def _demo(live: Settings, predictions: int, started: float) -> int:
         }
     )
     topics = TopicNames(live.topic_prefix)
-    await create_topics(live.kafka_bootstrap, topics, partitions=4)
+    await create_topics(live, topics, partitions=4)
     traffic = haiku_traffic(datetime.now(UTC), predictions)
     worker = Worker(live, registry)
     task = asyncio.create_task(worker.run(), name="worker")
     total_feedback = sum(traffic.expected.status.values())
-    async with FeedbackflowProducer(
-        live.kafka_bootstrap,
-        topics=topics,
-        registry=registry,
-        idempotent=live.kafka_idempotence,
-    ) as ff:
-        for event in traffic.early_feedback:
-            await ff.send_raw(topics.feedback, event.target, event.model_dump_json().encode())
-        for raw in traffic.malformed:
-            await ff.send_raw(topics.feedback, b"malformed", raw)
-        await ff.flush()
-        await asyncio.sleep(2.5)  # let a window pass: these wait as pending
-        for prediction in traffic.predictions:
-            await ff.send_raw(
-                topics.predictions,
-                prediction.effective_join_key,
-                prediction.model_dump_json().encode(),
-            )
-        await ff.flush()
-    await _through_the_gateway(live, registry, traffic.feedback)
-    conn = await asyncpg.connect(live.database_url)
-    try:
-        result = await landed(conn)
-        deadline = time.monotonic() + 120
-        while _matches(traffic.expected, result, len(traffic.predictions)):
-            if time.monotonic() > deadline or task.done():
-                break
-            await asyncio.sleep(0.5)
+    to_land = len(traffic.predictions) + total_feedback + traffic.expected.dead_letters
+    with demo_progress() as progress:
+        sending = progress.add_task("sent to Kafka and the gateway", total=to_land)
+        async with FeedbackflowProducer(settings=live, topics=topics, registry=registry) as ff:
+            for event in traffic.early_feedback:
+                await ff.send_raw(topics.feedback, event.target, event.model_dump_json().encode())
+            for raw in traffic.malformed:
+                await ff.send_raw(topics.feedback, b"malformed", raw)
+            await ff.flush()
+            progress.advance(sending, len(traffic.early_feedback) + len(traffic.malformed))
+            await asyncio.sleep(2.5)  # let a window pass: these wait as pending
+            for prediction in traffic.predictions:
+                await ff.send_raw(
+                    topics.predictions,
+                    prediction.effective_join_key,
+                    prediction.model_dump_json().encode(),
+                )
+            await ff.flush()
+            progress.advance(sending, len(traffic.predictions))
+        await _through_the_gateway(live, registry, traffic.feedback)
+        progress.advance(sending, len(traffic.feedback))
+        landing = progress.add_task(
+            f"landed in Postgres ({describe_duration(live.pipeline.window)} windows)",
+            total=to_land,
+        )
+        conn = await asyncpg.connect(live.database_url)
+        try:
             result = await landed(conn)
-    finally:
-        await conn.close()
-        worker.stopping.set()
-        await task
+            deadline = time.monotonic() + 120
+            while _matches(traffic.expected, result, len(traffic.predictions)):
+                progress.update(landing, completed=_landed_count(result))
+                if time.monotonic() > deadline or task.done():
+                    break
+                await asyncio.sleep(0.5)
+                result = await landed(conn)
+            progress.update(landing, completed=_landed_count(result))
+        finally:
+            await conn.close()
+            worker.stopping.set()
+            await task
     print(
         f"\nfeedbackflow demo: {len(traffic.predictions)} predictions, {total_feedback} "
         f"feedback, {traffic.expected.dead_letters} malformed, two models "

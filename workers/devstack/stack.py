@@ -9,10 +9,7 @@ import contextlib
 from collections.abc import Iterator
 from pathlib import Path
 
-import asyncpg
-
 from workers.devstack.servers import create_database, start_embedded_postgres, start_tansu
-from workers.postgres.migrate import migrate
 from workers.settings import Settings
 
 
@@ -45,11 +42,3 @@ def embedded_stack(
             broker.stop()
         if postgres is not None:
             postgres.stop()
-
-
-async def migrate_database(database_url: str) -> None:
-    conn = await asyncpg.connect(database_url)
-    try:
-        await migrate(conn)
-    finally:
-        await conn.close()

@@ -28,8 +28,9 @@ from ingest.metrics.registry import MetricRegistry
 from workers.clock import Clock, SystemClock
 from workers.host.gc_tuning import tune_gc_for_windows
 from workers.host.http import worker_api
+from workers.host.logs import logging_config
 from workers.host.worker import Worker
-from workers.settings import Settings
+from workers.settings import Settings, describe_duration
 
 log = logging.getLogger("feedbackflow.worker")
 
@@ -56,6 +57,9 @@ def build_app(worker: Worker) -> faust.App:
     )
     # No faust consumer group (an attribute, not a setting): WindowedJoinService consumes.
     app.producer_only = True
+    # Nor faust's producer: nothing sends through it, and every Kafka connection of the worker
+    # is then one of ours, built from the settings' TLS and SASL (ingest.kafka_client).
+    app.boot_strategy.enable_kafka_producer = False
     serve_asgi(app, worker_api(worker), log_level="warning")
 
     class WindowedJoinService(Service):
@@ -99,9 +103,18 @@ def run_worker_process(
     app = build_app(worker)
     tune_gc_for_windows(settings.pipeline.max_window_events)
     log.info(
-        "worker consuming %s from %s; /metrics and /health on port %d",
+        "worker consuming %s from %s in windows of %s (events land in Postgres when their "
+        "window closes); /metrics and /health on port %d",
         ", ".join(worker.topics.inputs),
         settings.kafka_bootstrap,
+        describe_duration(settings.pipeline.window),
         settings.http_port,
     )
-    faust.Worker(app, loglevel="INFO", **worker_options).execute_from_commandline()
+    faust.Worker(
+        app,
+        loglevel=settings.log_level,
+        # faust would install its own format; ours, so that the two do not interleave.
+        logging_config=logging_config(settings.log_format, settings.log_level),
+        quiet=True,  # no banner on stdout: the line above says what runs
+        **worker_options,
+    ).execute_from_commandline()

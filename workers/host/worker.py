@@ -16,13 +16,14 @@ from dataclasses import dataclass, field
 import asyncpg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
+from ingest.kafka_client import client_options, start_producer
 from ingest.metrics.registry import MetricRegistry
 from ingest.topics import TopicNames, create_topics
 from workers.clock import Clock, SystemClock
 from workers.health import PipelineHealth
+from workers.host.startup import ensure_schema
 from workers.host.waiting import until_it_answers
 from workers.postgres.metric_definitions import MetricDefinitions
-from workers.postgres.migrate import migrate
 from workers.postgres.retention import apply_retention
 from workers.postgres.sink import PostgresSink
 from workers.settings import Settings
@@ -115,12 +116,12 @@ class Worker:
         await until_it_answers("PostgreSQL", self._migrate, self.stopping, self.health)
         await until_it_answers(
             "Kafka",
-            lambda: create_topics(settings.kafka_bootstrap, self.topics),
+            lambda: create_topics(settings, self.topics),
             self.stopping,
             self.health,
         )
         consumer = AIOKafkaConsumer(
-            bootstrap_servers=settings.kafka_bootstrap,
+            **client_options(settings),
             group_id=settings.consumer_group,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
@@ -134,13 +135,6 @@ class Worker:
             # Static membership: a restarted worker with the same id takes its partitions back
             # at once instead of after a rebalance (docs/reliability.md).
             group_instance_id=settings.kafka_group_instance_id,
-        )
-        producer = AIOKafkaProducer(
-            bootstrap_servers=settings.kafka_bootstrap,
-            enable_idempotence=settings.kafka_idempotence,
-            acks="all",
-            linger_ms=5,
-            max_request_size=DEAD_LETTER_RECORD_BYTES + RECORD_OVERHEAD_BYTES,
         )
         self.sink = sink = PostgresSink(settings.database_url, pipeline.retention)
         decoder = Decoder(self.registry, self.topics, pipeline.retention)
@@ -174,8 +168,19 @@ class Worker:
             monotonic=self.monotonic,
             health=self.health,
         )
-        await until_it_answers("Kafka", producer.start, self.stopping, self.health)
-        self._dead_letter_producer = producer
+        producers: list[AIOKafkaProducer] = []
+
+        async def start_dead_letter_producer() -> None:
+            producers.append(
+                await start_producer(
+                    settings,
+                    linger_ms=5,
+                    max_request_size=DEAD_LETTER_RECORD_BYTES + RECORD_OVERHEAD_BYTES,
+                )
+            )
+
+        await until_it_answers("Kafka", start_dead_letter_producer, self.stopping, self.health)
+        self._dead_letter_producer = producer = producers[0]
         self.loop.subscribe()
         await until_it_answers("Kafka", consumer.start, self.stopping, self.health)
         refetch_drained_partitions_sooner(consumer)
@@ -193,7 +198,7 @@ class Worker:
     async def _migrate(self) -> None:
         conn = await asyncpg.connect(self.settings.database_url)
         try:
-            await migrate(conn)
+            await ensure_schema(conn, self.settings)  # or refuses a schema behind the code
         finally:
             await conn.close()
 

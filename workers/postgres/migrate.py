@@ -60,3 +60,16 @@ async def migrate(conn: asyncpg.Connection) -> list[Migration]:
     finally:
         await conn.execute("SELECT pg_advisory_unlock($1)", _LOCK_KEY)
     return applied_now
+
+
+async def pending_migrations(conn: asyncpg.Connection) -> list[Migration]:
+    """The migrations this code has that the database has not applied (read-only: a worker
+    without DDL rights asks this before it starts)."""
+    table = await conn.fetchval("SELECT to_regclass('public.feedbackflow_migrations')")
+    done: set[int] = set()
+    if table is not None:
+        done = {
+            r["version"]
+            for r in await conn.fetch("SELECT version FROM public.feedbackflow_migrations")
+        }
+    return [m for m in available_migrations() if m.version not in done]

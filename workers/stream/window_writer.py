@@ -27,7 +27,7 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 from ingest.topics import TopicNames
@@ -42,6 +42,42 @@ from workers.stream.window import WindowContents
 from workers.telemetry import WorkerTelemetry
 
 log = logging.getLogger("feedbackflow.worker")
+
+# Dead letters logged one line each per window, at most: a flood of bad events is counted and
+# in the table whole; the log names the first few and how many more.
+DEAD_LETTERS_LOGGED_PER_WINDOW = 20
+
+
+def log_written_window(
+    events: int, outcome: WindowOutcome, dead_letters: Sequence[DeadLetter], seconds: float
+) -> None:
+    """One info line per written window, one warning per dead letter: a new user watching the
+    log sees events land (or why not) without querying the tables."""
+    if events == 0:
+        return  # an idle worker's empty windows say nothing
+    resolved = ", ".join(f"{n} {status}" for status, n in sorted(outcome.resolved.items()))
+    log.info(
+        "window written: %d events, %d predictions and %d feedback new (%s), "
+        "%d dead letters, in %.2fs",
+        events,
+        outcome.predictions_inserted,
+        outcome.feedback_inserted,
+        resolved or "none resolved",
+        len(dead_letters),
+        seconds,
+    )
+    for dead in dead_letters[:DEAD_LETTERS_LOGGED_PER_WINDOW]:
+        log.warning(
+            "dead letter %s/%d/%d: %s: %s",
+            dead.topic,
+            dead.kafka_partition,
+            dead.kafka_offset,
+            dead.error_field,
+            dead.reason,
+        )
+    more = len(dead_letters) - DEAD_LETTERS_LOGGED_PER_WINDOW
+    if more > 0:
+        log.warning("... and %d more dead letters in this window (feedbackflow.dead_letters)", more)
 
 
 @dataclass(frozen=True)
@@ -137,6 +173,7 @@ class WindowWriter:
         seconds = time.perf_counter() - started
         self.telemetry.window_write_seconds.observe(seconds)
         dead_letters = contents.dead_letters + refused if refused else contents.dead_letters
+        log_written_window(contents.events, outcome, dead_letters, seconds)
         return WrittenWindow(contents.next_offsets, contents.events, dead_letters, outcome, seconds)
 
     async def _write_with_retries(
