@@ -1,4 +1,4 @@
-"""``feedbackflow``: migrate, worker, api, keys, retention, dev, demo, schemas.
+"""``feedbackflow``: migrate, worker, api, keys, retention, dev, demo, schemas, dashboards.
 
 Connection settings come from flags, then ``FEEDBACKFLOW_*`` environment variables, then
 defaults (``workers.settings``); the metric config from ``--config`` / ``FEEDBACKFLOW_CONFIG``.
@@ -157,6 +157,10 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--predictions", type=int, default=3000)
     schemas = sub.add_parser("schemas", help="write the wire-format JSON Schema files")
     schemas.add_argument("--check", action="store_true", help="fail if the files are stale")
+    dashboards = sub.add_parser(
+        "dashboards", help="write the Grafana dashboards and Prometheus alert rules (deploy/)"
+    )
+    dashboards.add_argument("--check", action="store_true", help="fail if the files are stale")
     return parser
 
 
@@ -182,6 +186,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         from ingest.wire.json_schema import write_schemas
 
         return write_schemas(check=args.check)
+    if args.command == "dashboards":
+        from workers.dashboards.build import write_dashboards
+
+        return write_dashboards(check=args.check)
     if args.command == "demo":
         from workers.devstack.demo import run_demo
 

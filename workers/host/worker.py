@@ -111,6 +111,7 @@ class Worker:
     async def run(self) -> None:
         settings, pipeline = self.settings, self.settings.pipeline
         self.health.window_seconds = pipeline.window.total_seconds()
+        self.telemetry.window_seconds.set(self.health.window_seconds)
         self.health.monotonic = self.monotonic
         await until_it_answers("PostgreSQL", self._migrate, self.stopping, self.health)
         await until_it_answers(
