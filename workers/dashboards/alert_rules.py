@@ -59,10 +59,12 @@ CONSUMER_LAG_GROWING = AlertRule(
     ),
 )
 
-# Seconds since the worker last committed offsets, or since it started if it has not yet.
+# Seconds since the worker last committed offsets, or since it started if it has not yet (the
+# commit time is 0 then; ``or`` matches label sets without the metric name, so the 0 is dropped
+# first for the start time to take its place).
 _SINCE_COMMIT = (
     "time() - max by (job, instance) "
-    "(feedbackflow_last_commit_timestamp_seconds or process_start_time_seconds)"
+    "(feedbackflow_last_commit_timestamp_seconds > 0 or process_start_time_seconds)"
 )
 _WINDOW = "max by (job, instance) (feedbackflow_window_seconds)"
 _READ_LATELY = "sum by (job, instance) (increase(feedbackflow_events_consumed_total[1h]))"
