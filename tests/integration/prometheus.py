@@ -16,6 +16,7 @@ from typing import Any
 
 import yaml
 
+from tests.integration.harness import wait_until
 from workers.devstack.servers import free_port, wait_for_port
 
 SHIPPED_CONFIG = Path(__file__).resolve().parents[2] / "deploy" / "prometheus" / "prometheus.yml"
@@ -67,10 +68,20 @@ async def running_prometheus(config: dict[str, Any], directory: Path) -> AsyncIt
         )
     try:
         await asyncio.to_thread(wait_for_port, port, 30, process)
+        # It listens before it serves: queries answer 503 until the storage is open.
+        await wait_until(lambda: asyncio.to_thread(_ready, port), 30, "Prometheus to be ready")
         yield port
     finally:
         process.terminate()
         await asyncio.to_thread(process.wait, 10)
+
+
+def _ready(port: int) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/-/ready", timeout=2) as response:
+            return bool(response.status == 200)
+    except OSError:
+        return False
 
 
 def api(port: int, path: str, **params: str) -> Any:
@@ -79,8 +90,12 @@ def api(port: int, path: str, **params: str) -> Any:
     try:
         with urllib.request.urlopen(url, timeout=5) as response:
             body = json.load(response)
-    except urllib.error.HTTPError as exc:
-        body = json.load(exc)
+    except urllib.error.HTTPError as exc:  # a refused query answers JSON naming the error
+        text = exc.read().decode()
+        try:
+            body = json.loads(text)
+        except ValueError:
+            raise AssertionError(f"Prometheus answered {exc.code} to {url}: {text!r}") from None
     if body.get("status") != "success":
         raise AssertionError(f"Prometheus refused {params or path}: {body.get('error')}")
     return body["data"]
