@@ -82,6 +82,8 @@ def test_every_panel_reads_the_chosen_prometheus_and_instances() -> None:
     board = committed_board("pipeline-health.json")
     variables = {v["name"]: v for v in board["templating"]["list"]}
     assert set(variables) == {"datasource", "worker", "gateway"}
+    assert [p["id"] for p in board["panels"]] == list(range(1, len(board["panels"]) + 1))
+    assert all(v["current"]["value"] == "$__all" for v in variables.values() if v["multi"])
     panels = [p for p in board["panels"] if p["type"] != "row"]
     assert len({p["title"] for p in panels}) == len(panels) >= 8
     for panel in panels:

@@ -28,7 +28,11 @@ RULES_FILE = "feedbackflow.yml"
 
 
 def dashboard_json(board: Dashboard) -> str:
-    return json.dumps(board.build(), cls=JSONEncoder, indent=2, sort_keys=True) + "\n"
+    model = board.build()
+    # Grafana keys a panel's links, state and repeats by its id: each gets its own, in order.
+    for number, panel in enumerate(model.panels or [], start=1):
+        panel.id_val = number
+    return json.dumps(model, cls=JSONEncoder, indent=2, sort_keys=True) + "\n"
 
 
 class _RulesDumper(yaml.SafeDumper):

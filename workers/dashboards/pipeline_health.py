@@ -14,6 +14,7 @@ from grafana_foundation_sdk.models.common import LegendDisplayMode, StackingMode
 from grafana_foundation_sdk.models.dashboard import (
     DashboardCursorSync,
     DataSourceRef,
+    VariableOption,
     VariableRefresh,
     VariableSort,
 )
@@ -61,6 +62,7 @@ def _instances(name: str, label: str, metric: str) -> dashboard.QueryVariable:
         .multi(True)
         .include_all(True)
         .all_value(".*")
+        .current(VariableOption(selected=True, text="All", value="$__all"))
     )
 
 
