@@ -99,3 +99,12 @@ def test_the_rule_file_holds_every_alert_with_its_severity() -> None:
     assert [r["alert"] for r in rules] == [a.name for a in ALERT_RULES]
     assert all(r["labels"]["severity"] in {"warning", "critical"} for r in rules)
     assert all(a.signals for a in ALERT_RULES)
+
+
+def test_outside_a_checkout_the_command_says_so_and_writes_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(build, "DEPLOY_DIR", tmp_path / "deploy")
+    assert build.write_dashboards() == 2
+    assert "from a checkout" in capsys.readouterr().err
+    assert not (tmp_path / "deploy").exists()

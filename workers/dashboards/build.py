@@ -59,6 +59,9 @@ def rendered_files() -> dict[Path, str]:
 
 
 def write_dashboards(check: bool = False) -> int:
+    if not DEPLOY_DIR.is_dir():
+        print(f"no {DEPLOY_DIR}: run `feedbackflow dashboards` from a checkout", file=sys.stderr)
+        return 2
     stale = []
     for path, text in rendered_files().items():
         current = path.read_text(encoding="utf-8") if path.exists() else None
