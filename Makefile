@@ -29,6 +29,7 @@ typecheck: $(STAMP)
 test: $(STAMP) lint typecheck
 	deploy/dev/ensure-prometheus
 	$(BIN)/feedbackflow schemas --check
+	$(BIN)/feedbackflow dashboards --check
 	$(BIN)/python -m pytest
 
 unit: $(STAMP)

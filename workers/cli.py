@@ -1,4 +1,4 @@
-"""``feedbackflow``: migrate, worker, api, keys, topics, retention, dev, demo, schemas.
+"""``feedbackflow``: migrate, worker, api, keys, topics, retention, dev, demo, schemas, dashboards.
 
 Connection settings come from flags, then ``FEEDBACKFLOW_*`` environment variables, then
 defaults (``workers.settings``); the metric config from ``--config`` / ``FEEDBACKFLOW_CONFIG``.
@@ -272,6 +272,10 @@ def _parser() -> argparse.ArgumentParser:
     )
     schemas = command("schemas", "write the wire-format JSON Schema files")
     schemas.add_argument("--check", action="store_true", help="fail if the files are stale")
+    dashboards = sub.add_parser(
+        "dashboards", help="write the Grafana dashboards and Prometheus alert rules (deploy/)"
+    )
+    dashboards.add_argument("--check", action="store_true", help="fail if the files are stale")
     return parser
 
 
@@ -303,11 +307,23 @@ def _logging_as_set(settings: Settings) -> Settings:
     return settings
 
 
-def _dispatch(args: argparse.Namespace) -> int:
+def _write_files(args: argparse.Namespace) -> int | None:
+    """The commands that write (or check) files the repository commits; None for the others."""
     if args.command == "schemas":
         from ingest.wire.json_schema import write_schemas
 
         return write_schemas(check=args.check)
+    if args.command == "dashboards":
+        from workers.dashboards.build import write_dashboards
+
+        return write_dashboards(check=args.check)
+    return None
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    written = _write_files(args)
+    if written is not None:
+        return written
     if args.command == "demo":
         from workers.devstack.demo import run_demo
 

@@ -4,13 +4,16 @@ several in a process; the names are the contract the Grafana dashboards read.
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
 
 
 class WorkerTelemetry:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
         r = self.registry
+        # process_start_time_seconds and friends: the no-commit alert counts from the start
+        # while nothing has been committed yet (deploy/prometheus/rules/).
+        ProcessCollector(registry=r)
         self.events_consumed = Counter(
             "feedbackflow_events_consumed",
             "Messages read from the input topics.",
@@ -65,6 +68,11 @@ class WorkerTelemetry:
         self.last_commit = Gauge(
             "feedbackflow_last_commit_timestamp_seconds",
             "Unix time of the last Kafka offset commit.",
+            registry=r,
+        )
+        self.window_seconds = Gauge(
+            "feedbackflow_window_seconds",
+            "The configured window length: alert rules count missed commits in windows.",
             registry=r,
         )
         self.consumer_lag = Gauge(

@@ -5,17 +5,12 @@ worker process, and the counters it stores agree with what the worker wrote to P
 from __future__ import annotations
 
 import asyncio
-import json
-import shutil
 import subprocess
-import urllib.parse
-import urllib.request
-from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import asyncpg
-import pytest
 
+from ingest.topics import TopicNames
 from tests.integration.harness import (
     PROCESS_CONFIG,
     isolated_settings,
@@ -25,57 +20,16 @@ from tests.integration.harness import (
     wait_for_count,
     wait_until,
 )
-from workers.devstack.servers import TansuBroker, free_port, wait_for_port
-
-StartPrometheus = Callable[[int], int]
-
-
-@pytest.fixture
-def start_prometheus(tmp_path: Path) -> Iterator[StartPrometheus]:
-    """Starts Prometheus scraping a worker port every second; returns Prometheus' own port."""
-    binary = shutil.which("prometheus")
-    assert binary, "prometheus is missing: `make test` installs it (deploy/dev/ensure-prometheus)"
-    processes: list[subprocess.Popen[bytes]] = []
-
-    def start(worker_port: int) -> int:
-        port = free_port()
-        config = tmp_path / "prometheus.yml"
-        config.write_text(
-            "global:\n  scrape_interval: 1s\n"
-            "scrape_configs:\n  - job_name: feedbackflow\n"
-            f"    static_configs:\n      - targets: ['127.0.0.1:{worker_port}']\n"
-        )
-        with (tmp_path / "prometheus.log").open("wb") as log:
-            processes.append(
-                subprocess.Popen(
-                    [
-                        binary,
-                        f"--config.file={config}",
-                        f"--storage.tsdb.path={tmp_path / 'tsdb'}",
-                        f"--web.listen-address=127.0.0.1:{port}",
-                    ],
-                    stdout=log,
-                    stderr=log,
-                )
-            )
-        wait_for_port(port, timeout=30, proc=processes[-1])
-        return port
-
-    yield start
-    for process in processes:
-        process.terminate()
-        process.wait(timeout=10)
+from tests.integration.prometheus import instant, running_prometheus, scrape_config
+from workers.devstack.servers import TansuBroker, free_port
+from workers.settings import Settings
 
 
-def _query(prometheus_port: int, expression: str) -> float | None:
-    query = urllib.parse.urlencode({"query": expression})
-    url = f"http://127.0.0.1:{prometheus_port}/api/v1/query?{query}"
+def _scalar(prometheus_port: int, expression: str) -> float | None:
     try:
-        with urllib.request.urlopen(url, timeout=2) as response:
-            body = json.load(response)
-    except OSError:
+        result = instant(prometheus_port, expression)
+    except OSError:  # not listening yet
         return None
-    result = body["data"]["result"]
     return float(result[0]["value"][1]) if result else None
 
 
@@ -85,7 +39,6 @@ async def test_prometheus_scrapes_the_counts_the_worker_wrote(
     db: asyncpg.Connection,
     tmp_path: Path,
     worker_processes: list[subprocess.Popen[bytes]],
-    start_prometheus: StartPrometheus,
 ) -> None:
     settings = isolated_settings(kafka.bootstrap, database_url).model_copy(
         update={"http_port": free_port()}
@@ -94,7 +47,15 @@ async def test_prometheus_scrapes_the_counts_the_worker_wrote(
     config = tmp_path / "feedbackflow.toml"
     config.write_text(PROCESS_CONFIG)
     worker_processes.append(start_worker_process(settings, config, tmp_path / "worker.log"))
-    prometheus_port = await asyncio.to_thread(start_prometheus, settings.http_port)
+    async with running_prometheus(
+        scrape_config({"feedbackflow": settings.http_port}), tmp_path
+    ) as prometheus_port:
+        await _scrape_after_traffic(settings, topics, db, prometheus_port)
+
+
+async def _scrape_after_traffic(
+    settings: Settings, topics: TopicNames, db: asyncpg.Connection, prometheus_port: int
+) -> None:
     predictions = 50
     async with producer(settings) as ff:
         for _ in range(predictions):
@@ -121,7 +82,7 @@ async def test_prometheus_scrapes_the_counts_the_worker_wrote(
 
     async def scraped() -> bool:
         for expression in expected:
-            seen[expression] = await asyncio.to_thread(_query, prometheus_port, expression)
+            seen[expression] = await asyncio.to_thread(_scalar, prometheus_port, expression)
         return all(seen[e] == v for e, v in expected.items())
 
     try:

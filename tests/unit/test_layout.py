@@ -85,3 +85,10 @@ def test_the_stream_knows_no_storage_and_no_host() -> None:
 
 def test_only_the_cli_and_the_devstack_itself_use_the_devstack() -> None:
     assert _importers_of("workers.devstack") == {"workers.cli"}
+
+
+def test_the_dashboards_import_nothing_of_the_product_and_only_the_cli_imports_them() -> None:
+    for name, deps in GRAPH.items():
+        if name.startswith("workers.dashboards"):
+            assert all(d.startswith("workers.dashboards") for d in deps), name
+    assert _importers_of("workers.dashboards") == {"workers.cli"}
