@@ -195,6 +195,7 @@ def build_parts(settings: Settings, registry: MetricRegistry) -> GatewayParts:
             TopicNames(settings.topic_prefix),
             settings.pipeline.retention,
             gateway.max_event_bytes,
+            settings.pipeline.selectable_tags,
         ),
         gatekeeper=Gatekeeper(
             enabled=gateway.auth,
