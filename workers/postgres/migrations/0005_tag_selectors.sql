@@ -49,15 +49,21 @@ CREATE INDEX selector_feedback_pending ON feedbackflow.selector_feedback (ts)
     WHERE status = 'pending';
 
 -- Run-time metrics may be log10's feedback tasks: their id, as the client addresses them.
-ALTER TABLE feedbackflow.metric_definitions ADD COLUMN task_id uuid UNIQUE;
+ALTER TABLE feedbackflow.metric_definitions
+    ADD COLUMN task_id uuid UNIQUE,
+    ADD COLUMN task_selector text[];
 
 -- log10's feedback as its client lists it: the selector feedback it became, by task.
 CREATE TABLE feedbackflow.log10_feedback (
-    feedback_id  uuid        PRIMARY KEY,
-    ts           timestamptz NOT NULL,
-    task_id      uuid        NOT NULL,
-    caller       text        NOT NULL,
-    created_at   timestamptz NOT NULL DEFAULT now()
+    feedback_id      uuid        PRIMARY KEY,
+    ts               timestamptz NOT NULL,
+    task_id          uuid        NOT NULL,
+    organization_id  text        NOT NULL,
+    caller           text        NOT NULL,
+    -- What the client was answered at creation (task_id, json_values, selector, comment).
+    answer           jsonb       NOT NULL,
+    created_at       timestamptz NOT NULL DEFAULT now()
 );
-CREATE INDEX log10_feedback_task ON feedbackflow.log10_feedback (task_id, created_at);
+CREATE INDEX log10_feedback_listing ON feedbackflow.log10_feedback
+    (organization_id, created_at, feedback_id);
 REVOKE ALL ON feedbackflow.log10_feedback FROM feedbackflow_reader;
