@@ -20,8 +20,10 @@ import asyncpg
 import httpx
 import pytest
 
+from ingest.metrics.registry import load_registry
 from tests.integration.gateway import bearer, new_key, running_gateway, with_gateway
 from tests.integration.harness import count, live_pipeline, wait_for_count
+from tests.integration.test_readme_examples import README_GATEWAY, REPOSITORY_CONFIG, _block
 from workers.devstack.servers import TansuBroker
 
 LOG10 = str(Path(sys.executable).with_name("log10"))
@@ -233,3 +235,42 @@ async def test_the_log10_cli_and_python_api_create_tasks_and_feedback_that_joins
 def _no_log10_dotenv(monkeypatch: pytest.MonkeyPatch) -> None:
     """log10 loads a .env from the working directory; the test's settings come from its env."""
     monkeypatch.delenv("LOG10_TAGS", raising=False)
+
+
+async def test_the_readme_log10_session_works_as_written(
+    kafka: TansuBroker, database_url: str, db: asyncpg.Connection, tmp_path: Path
+) -> None:
+    registry = load_registry(REPOSITORY_CONFIG)
+    async with (
+        live_pipeline(
+            kafka.bootstrap, database_url, registry=registry, selectable_tags=("session",)
+        ) as live,
+        running_gateway(with_gateway(live.settings), registry) as url,
+    ):
+        script = _block("sh", "log10 feedback-task create").replace(README_GATEWAY, url)
+        env = {
+            **os.environ,
+            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+            "FEEDBACKFLOW_DATABASE_URL": database_url,
+        }
+        shell = await asyncio.create_subprocess_exec(
+            "bash",
+            "-euo",
+            "pipefail",
+            "-c",
+            script,
+            cwd=tmp_path,
+            env=env,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        _, err = await shell.communicate()
+        assert shell.returncode == 0, err.decode()
+        await wait_for_count(
+            db, "SELECT count(*) FROM feedbackflow.feedback WHERE status = 'joined'", 2
+        )
+    [line] = [json.loads(text) for text in (tmp_path / "review.jsonl").read_text().splitlines()]
+    stored = await db.fetch("SELECT prediction_id::text AS p FROM feedbackflow.predictions")
+    assert line["json_values"] == {"verdict": "good"}
+    assert line["task_name"] == "answer_review"
+    assert sorted(line["matched_completion_ids"]) == sorted(r["p"] for r in stored)
