@@ -89,6 +89,11 @@ class PipelineSettings(BaseModel):
     # How long a partition revocation may spend writing what was read before the partitions
     # move; past it the windows are abandoned uncommitted (the new owner's replay is a no-op).
     revoke_flush_seconds: float = Field(default=20.0, gt=0)
+    # Tag keys feedback may select predictions by (a tag selector, log10's
+    # completion_tags_selector).  The worker indexes these keys' tags as it writes predictions
+    # (feedbackflow.prediction_tags), so that a selector reaches its predictions without reading
+    # every prediction; other keys cost nothing.  A selector needs an item on one of them.
+    selectable_tags: tuple[str, ...] = ()
     # How often the worker expires pending feedback and drops day partitions past retention.
     retention_every_seconds: float = Field(default=3600.0, gt=0)
 

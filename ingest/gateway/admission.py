@@ -21,7 +21,7 @@ from ingest.gateway.errors import Refusal, bad_request
 from ingest.metrics.registry import MetricRegistry
 from ingest.sdk.producer import uuid7
 from ingest.topics import TopicNames
-from ingest.wire.events import EPOCH_NUMBERS, Timestamp, error_text
+from ingest.wire.events import EPOCH_NUMBERS, Timestamp, error_text, selector_text
 from workers.postgres.idempotent_requests import PublishedEvent
 from workers.stream.decode import DecodedBatch, Decoder
 
@@ -56,11 +56,12 @@ class Admission:
         topics: TopicNames,
         retention: timedelta,
         max_event_bytes: int,
+        selectable_tags: tuple[str, ...] = (),
     ) -> None:
         self.registry = registry
         self.topics = topics
         self.max_event_bytes = max_event_bytes
-        self._decoder = Decoder(registry, topics, retention)
+        self._decoder = Decoder(registry, topics, retention, selectable_tags)
 
     def use(self, registry: MetricRegistry) -> None:
         """Check events against ``registry`` from now on (metrics defined at run time)."""
@@ -89,11 +90,15 @@ class Admission:
             fields["feedback_id"] = str(uuid7(int(now.timestamp() * 1000)))
         value = self._encode(fields)
         decoded = self._decode(self.topics.feedback, value, now)
-        row = decoded.feedback[0]
-        target = row.target_prediction_id or row.target_join_key or row.target_episode_id
+        if decoded.selectors:
+            selector = decoded.selectors[0]
+            key, feedback_id = selector_text(selector.selector), selector.feedback_id
+        else:
+            row = decoded.feedback[0]
+            key = str(row.target_prediction_id or row.target_join_key or row.target_episode_id)
+            feedback_id = row.feedback_id
         return Admitted(
-            PublishedEvent(self.topics.feedback, str(target), value),
-            {"feedback_id": str(row.feedback_id)},
+            PublishedEvent(self.topics.feedback, key, value), {"feedback_id": str(feedback_id)}
         )
 
     @staticmethod

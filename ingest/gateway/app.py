@@ -18,6 +18,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ingest.gateway import openapi
 from ingest.gateway.errors import Refusal
+from ingest.gateway.log10 import add_log10_routes
 from ingest.gateway.mlflow import add_mlflow_routes
 from ingest.gateway.native import add_native_routes
 from ingest.gateway.parts import GatewayParts
@@ -125,6 +126,7 @@ def gateway_app(parts: GatewayParts) -> FastAPI:
     add_native_routes(app, parts)
     add_tensorzero_routes(app, parts)
     add_mlflow_routes(app, parts)
+    add_log10_routes(app, parts)
 
     @app.get("/health", tags=["operations"], summary="200 when a broker answers, else 503")
     async def health() -> JSONResponse:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 from uuid import UUID
 
 from ingest.gateway.admission import Admission
@@ -14,8 +14,11 @@ from ingest.gateway.intake import Intake
 from ingest.gateway.publisher import KafkaPublisher
 from ingest.gateway.telemetry import GatewayTelemetry
 from ingest.metrics.registry import Metric, MetricRegistry
+from workers.postgres.metric_definitions import MetricDefinitions
 from workers.postgres.mlflow_assessments import StoredAssessment
 from workers.settings import GatewaySettings
+
+T = TypeVar("T")
 
 
 def utc_now() -> datetime:
@@ -25,6 +28,12 @@ def utc_now() -> datetime:
 class GatewayStore(Protocol):
     """What routes keep in Postgres besides keys and idempotent requests.  Each method raises
     ``ConnectionError`` when the database is away (the routes answer 503)."""
+
+    metrics: MetricDefinitions
+
+    async def run(self, call: Callable[[Any], Awaitable[T]]) -> T:
+        """``call`` with the gateway's pool (a ``workers.postgres`` function)."""
+        ...
 
     async def define_metric(
         self, name: str, table: Mapping[str, Any], *, origin: str, created_by: str

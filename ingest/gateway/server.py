@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from datetime import timedelta
-from typing import Any
+from typing import Any, TypeVar
 from uuid import UUID
 
 import asyncpg
@@ -33,6 +33,7 @@ from workers.read_model.feedback_by_id import stored_feedback
 from workers.settings import Settings
 
 log = logging.getLogger("feedbackflow.gateway")
+T = TypeVar("T")
 
 # How often remembered idempotent requests past their time are deleted.
 FORGET_EVERY_SECONDS = 60.0
@@ -118,6 +119,10 @@ class GatewayDatabase:
         with _as_unavailable():
             return await stored_feedback(self._ready(), wanted)
 
+    async def run(self, call: Callable[[asyncpg.Pool], Awaitable[T]]) -> T:
+        with _as_unavailable():
+            return await call(self._ready())
+
     async def define_metric(
         self, name: str, table: Mapping[str, Any], *, origin: str, created_by: str
     ) -> Metric:
@@ -194,6 +199,7 @@ def build_parts(settings: Settings, registry: MetricRegistry) -> GatewayParts:
             TopicNames(settings.topic_prefix),
             settings.pipeline.retention,
             gateway.max_event_bytes,
+            settings.pipeline.selectable_tags,
         ),
         gatekeeper=Gatekeeper(
             enabled=gateway.auth,

@@ -40,10 +40,11 @@ _LEVEL_ALIASES: dict[str, Level] = {
     "episode": "episode",
 }
 # Which feedback targets a level admits: a join key names one prediction, like its id.
+# A tag selector names predictions too (each it matches gets the feedback).
 LEVEL_TARGETS: dict[Level, frozenset[TargetKind]] = {
-    "prediction": frozenset({"prediction_id", "join_key"}),
+    "prediction": frozenset({"prediction_id", "join_key", "tag_selector"}),
     "episode": frozenset({"episode_id"}),
-    "any": frozenset({"prediction_id", "join_key", "episode_id"}),
+    "any": frozenset({"prediction_id", "join_key", "episode_id", "tag_selector"}),
 }
 
 

@@ -132,7 +132,10 @@ class FeedbackError(_WireModel):
     message: Annotated[str, Field(max_length=MAX_TAG_VALUE)]
 
 
-TargetKind = Literal["prediction_id", "join_key", "episode_id"]
+TargetKind = Literal["prediction_id", "join_key", "episode_id", "tag_selector"]
+TARGETS: tuple[TargetKind, ...] = ("prediction_id", "join_key", "episode_id", "tag_selector")
+MAX_SELECTOR_ITEMS = 16
+SelectorItem = Annotated[str, Field(min_length=1, max_length=MAX_NAME + 1 + MAX_TAG_VALUE)]
 
 
 class Feedback(_WireModel):
@@ -149,6 +152,15 @@ class Feedback(_WireModel):
     prediction_id: UUID | None = None
     join_key: Name | None = None
     episode_id: UUID | None = None
+    tag_selector: list[SelectorItem] | None = Field(
+        default=None,
+        min_length=1,
+        max_length=MAX_SELECTOR_ITEMS,
+        description="Every prediction carrying all these tags (log10's completion tags "
+        "selector): `key=value` (the tag has that value) or `key` (the tag is present). At least "
+        "one item must name a tag key the pipeline indexes (pipeline.selectable_tags). Stored as "
+        "one feedback per matched prediction; pending while nothing matches.",
+    )
     value: JsonValue = Field(
         default=None,
         description="Typed by the metric. Exactly one of value, error and retracted.",
@@ -168,17 +180,15 @@ class Feedback(_WireModel):
 
     @model_validator(mode="after")
     def _exactly_one_target_and_outcome(self) -> Feedback:
-        given = (
-            (self.prediction_id is not None)
-            + (self.join_key is not None)
-            + (self.episode_id is not None)
-        )
-        if given != 1:
-            targets = [k for k in ("prediction_id", "join_key", "episode_id") if getattr(self, k)]
+        targets = [name for name in TARGETS if getattr(self, name) is not None]
+        if len(targets) != 1:
             found = ", ".join(targets) if targets else "none"
-            raise ValueError(
-                f"exactly one of prediction_id, join_key, episode_id is required (found: {found})"
-            )
+            raise ValueError(f"exactly one of {', '.join(TARGETS)} is required (found: {found})")
+        for item in self.tag_selector or ():
+            if item.startswith("="):
+                raise ValueError(
+                    f"tag_selector item {item!r}: `key=value` or `key`, and the key is not empty"
+                )
         outcomes = (self.value is not None) + (self.error is not None) + self.retracted
         if outcomes != 1:
             raise ValueError("exactly one of value, error and retracted (true) is required")
@@ -194,9 +204,18 @@ class Feedback(_WireModel):
             return "prediction_id"
         if self.join_key is not None:
             return "join_key"
-        return "episode_id"
+        if self.episode_id is not None:
+            return "episode_id"
+        return "tag_selector"
 
     @property
     def target(self) -> str:
         """The target as text: also the Kafka message key."""
+        if self.tag_selector is not None:
+            return selector_text(self.tag_selector)
         return str(self.prediction_id or self.join_key or self.episode_id)
+
+
+def selector_text(items: list[str]) -> str:
+    """A tag selector as one text (its Kafka key): the items sorted, without repeats."""
+    return "tags:" + ",".join(sorted(set(items)))

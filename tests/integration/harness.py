@@ -118,8 +118,9 @@ async def live_pipeline(
     *,
     partitions: int = 2,
     registry: MetricRegistry | None = None,
+    **pipeline: Any,
 ) -> AsyncIterator[LivePipeline]:
-    settings = isolated_settings(bootstrap, database_url)
+    settings = isolated_settings(bootstrap, database_url, **pipeline)
     registry = registry or metric_registry()
     topics = await make_topics(settings, partitions=partitions)
     clock = ShiftedClock()

@@ -185,7 +185,7 @@ async def test_the_readme_gateway_session_and_tensorzero_client_work_as_written(
     settings = with_gateway(isolated_settings(kafka.bootstrap, database_url))
     await make_topics(settings)
     async with running_worker(settings, registry), running_gateway(settings, registry) as url:
-        script = _block("sh", "curl").replace(README_GATEWAY, url)
+        script = _block("sh", "Idempotency-Key").replace(README_GATEWAY, url)
         env = {
             **os.environ,
             "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",

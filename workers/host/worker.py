@@ -142,8 +142,10 @@ class Worker:
             # at once instead of after a rebalance (docs/reliability.md).
             group_instance_id=settings.kafka_group_instance_id,
         )
-        self.sink = sink = PostgresSink(settings.database_url, pipeline.retention)
-        decoder = Decoder(self.registry, self.topics, pipeline.retention)
+        self.sink = sink = PostgresSink(
+            settings.database_url, pipeline.retention, pipeline.selectable_tags
+        )
+        decoder = Decoder(self.registry, self.topics, pipeline.retention, pipeline.selectable_tags)
         metrics = MetricDefinitions(self.registry, on_change=decoder.use)
         metrics_pool = await asyncpg.create_pool(settings.database_url, min_size=0, max_size=1)
         with contextlib.suppress(OSError, asyncpg.PostgresError):

@@ -57,7 +57,7 @@ PREDICTION_PAST_RETENTION = "prediction_past_retention"
 NO_PREDICTION_WITHIN_RETENTION = "no_prediction_within_retention"
 
 
-def _cols(columns: tuple[str, ...], alias: str = "") -> str:
+def cols(columns: tuple[str, ...], alias: str = "") -> str:
     prefix = f"{alias}." if alias else ""
     return ", ".join(prefix + c for c in columns)
 
@@ -67,7 +67,7 @@ def _same_feedback(a: str, b: str) -> str:
     return f"{a}.feedback_id = {b}.feedback_id AND {a}.join_key = {b}.join_key AND {a}.ts = {b}.ts"
 
 
-def _time(micros: str) -> str:
+def time_of(micros: str) -> str:
     """A staged time in micros as a timestamptz.  interval * bigint is exact for any such count
     (below 2^53), and the join key and the kind of a target are spelled here too: per window in
     Postgres rather than per event in Python (str(UUID) alone was a measurable share of the
@@ -75,16 +75,16 @@ def _time(micros: str) -> str:
     return f"timestamptz 'epoch' + {micros} * interval '1 microsecond'"
 
 
-def _staged(columns: tuple[str, ...]) -> str:
+def staged(columns: tuple[str, ...]) -> str:
     """A staging table's columns: the table's own, but times as bigint micros."""
     return ", ".join(f"0::bigint AS {c}" if c in MICROS_COLUMNS else c for c in columns)
 
 
-def _as_stored(columns: tuple[str, ...], derived: dict[str, str]) -> str:
+def as_stored(columns: tuple[str, ...], derived: dict[str, str]) -> str:
     return ", ".join(
         f"{derived[c]} AS {c}"
         if c in derived
-        else f"{_time(c)} AS {c}"
+        else f"{time_of(c)} AS {c}"
         if c in MICROS_COLUMNS
         else c
         for c in columns
@@ -96,11 +96,11 @@ def _as_stored(columns: tuple[str, ...], derived: dict[str, str]) -> str:
 PREDICTION_JOIN_KEY = "coalesce(s.join_key, s.prediction_id::text)"
 # The staged rows as the tables hold them.  OFFSET 0 keeps each a subquery, so each time is
 # computed once per row rather than at every place a statement uses it.
-_PREDICTION_AS_STORED = _as_stored(
+_PREDICTION_AS_STORED = as_stored(
     PREDICTION_COLUMNS, {"join_key": "coalesce(join_key, prediction_id::text)"}
 )
 STAGED_PREDICTIONS = f"(SELECT {_PREDICTION_AS_STORED} FROM stage_predictions OFFSET 0)"
-_FEEDBACK_AS_STORED = _as_stored(
+_FEEDBACK_AS_STORED = as_stored(
     FEEDBACK_COLUMNS,
     {
         # The target as text, as the SDK keys the message (ingest.wire.events.Feedback.target).
@@ -127,13 +127,13 @@ SET jit = off;
 SET enable_seqscan = off;
 CREATE TEMP TABLE IF NOT EXISTS stage_predictions
     ON COMMIT DELETE ROWS AS
-    SELECT {_staged(STAGED_PREDICTION_COLUMNS)} FROM feedbackflow.predictions WITH NO DATA;
+    SELECT {staged(STAGED_PREDICTION_COLUMNS)} FROM feedbackflow.predictions WITH NO DATA;
 CREATE TEMP TABLE IF NOT EXISTS stage_feedback
     ON COMMIT DELETE ROWS AS
-    SELECT {_staged(STAGED_FEEDBACK_COLUMNS)} FROM feedbackflow.feedback WITH NO DATA;
+    SELECT {staged(STAGED_FEEDBACK_COLUMNS)} FROM feedbackflow.feedback WITH NO DATA;
 CREATE TEMP TABLE IF NOT EXISTS stage_dead_letters
     ON COMMIT DELETE ROWS AS
-    SELECT {_cols(DEAD_LETTER_COLUMNS)} FROM feedbackflow.dead_letters WITH NO DATA;
+    SELECT {cols(DEAD_LETTER_COLUMNS)} FROM feedbackflow.dead_letters WITH NO DATA;
 CREATE TEMP TABLE IF NOT EXISTS stage_queued
     ON COMMIT DELETE ROWS AS
     SELECT * FROM feedbackflow.pending_feedback WITH NO DATA;
@@ -161,11 +161,11 @@ CREATE INDEX IF NOT EXISTS stage_queued_key ON stage_queued (feedback_id);
 # committed copy.
 DEDUPE_SPAN = sql_interval(time_spans.DEDUPE_SPAN)
 ID_TIME_SPAN = sql_interval(time_spans.ID_TIME_SPAN)
-_TARGET = _cols(TARGET_COLUMNS)
+_TARGET = cols(TARGET_COLUMNS)
 
 # $1, $2: the window's earliest and latest prediction time, widened by DEDUPE_SPAN.
 INSERT_PREDICTIONS = f"""
-INSERT INTO feedbackflow.predictions ({_cols(PREDICTION_COLUMNS)})
+INSERT INTO feedbackflow.predictions ({cols(PREDICTION_COLUMNS)})
 SELECT s.* FROM {STAGED_PREDICTIONS} s
 LEFT JOIN LATERAL (
     SELECT 1 AS found FROM feedbackflow.predictions p
@@ -307,8 +307,8 @@ WITH resolved AS (
     {_lookup("s", "$5", "$6", lookups)}
     WHERE earlier.found IS NULL
 ), inserted AS (
-    INSERT INTO feedbackflow.feedback ({_cols(FEEDBACK_COLUMNS)}, {_cols(_RESOLVED)})
-    SELECT {_cols(FEEDBACK_COLUMNS)}, status,
+    INSERT INTO feedbackflow.feedback ({cols(FEEDBACK_COLUMNS)}, {cols(_RESOLVED)})
+    SELECT {cols(FEEDBACK_COLUMNS)}, status,
            CASE WHEN status = 'expired' THEN '{PREDICTION_PAST_RETENTION}' END,
            found_id, found_application, found_model, found_ts,
            extract(epoch FROM ts - found_ts),
@@ -324,7 +324,7 @@ SELECT status, count(*) AS feedback FROM inserted GROUP BY status
 """
 
 
-_QUEUED = _cols(("feedback_id", "join_key", "ts", *TARGET_COLUMNS), "q")
+_QUEUED = cols(("feedback_id", "join_key", "ts", *TARGET_COLUMNS), "q")
 
 # Queued feedback a prediction of this window resolves.
 GATHER_QUEUED = f"""
@@ -422,7 +422,7 @@ WHERE {_same_feedback("f", "gone")} AND f.status = 'pending' AND f.ts < $1
 """
 
 INSERT_DEAD_LETTERS = f"""
-INSERT INTO feedbackflow.dead_letters ({_cols(DEAD_LETTER_COLUMNS)})
-SELECT {_cols(DEAD_LETTER_COLUMNS)} FROM stage_dead_letters
+INSERT INTO feedbackflow.dead_letters ({cols(DEAD_LETTER_COLUMNS)})
+SELECT {cols(DEAD_LETTER_COLUMNS)} FROM stage_dead_letters
 ON CONFLICT DO NOTHING
 """

@@ -12,7 +12,13 @@ from datetime import UTC, date, datetime, timedelta
 
 import asyncpg
 
-PARTITIONED_TABLES = ("predictions", "feedback", "dead_letters")
+PARTITIONED_TABLES = (
+    "predictions",
+    "feedback",
+    "dead_letters",
+    "prediction_tags",
+    "selector_feedback",
+)
 
 
 def partition_name(table: str, day: date) -> str:

@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 
 import asyncpg
 
-from workers.postgres import join_sql
+from workers.postgres import join_sql, selector_sql
 from workers.postgres.partitions import PARTITIONED_TABLES, existing_partitions
 
 
@@ -28,6 +28,8 @@ async def apply_retention(
     horizon = now - retention
     status = await conn.execute(join_sql.EXPIRE_UNMATCHED, horizon, now)
     expired = int(status.rsplit(" ", 1)[-1])
+    status = await conn.execute(selector_sql.EXPIRE_SELECTORS, horizon, now)
+    expired += int(status.rsplit(" ", 1)[-1])
     dropped: list[str] = []
     for table in PARTITIONED_TABLES:
         for name, day in await existing_partitions(conn, table):

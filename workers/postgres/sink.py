@@ -19,9 +19,10 @@ from operator import itemgetter
 
 import asyncpg
 
-from workers.postgres import join_sql
+from workers.postgres import join_sql, selector_sql
 from workers.postgres.partitions import PartitionCatalog, day_of, days_of
-from workers.stream.decode import FeedbackRow, PredictionRow, as_time
+from workers.postgres.selectors import SelectorStep
+from workers.stream.decode import FeedbackRow, PredictionRow, SelectorRow, as_time
 from workers.stream.sink import SinkRefused, SinkUnavailable, WindowOutcome
 from workers.stream.window import WindowContents
 from workers.time_spans import DEDUPE_SPAN, ID_TIME_SPAN
@@ -35,6 +36,7 @@ QUEUE_PROBE_RATIO = 4
 _TS = itemgetter(PredictionRow._fields.index("ts"))
 _FEEDBACK_TS = itemgetter(FeedbackRow._fields.index("ts"))
 _TARGET_ID_TIME = itemgetter(FeedbackRow._fields.index("target_id_time"))
+_SELECTOR_TS = itemgetter(SelectorRow._fields.index("ts"))
 
 
 def _span(times: Iterable[int], widen: timedelta = DEDUPE_SPAN) -> tuple[datetime, datetime]:
@@ -107,11 +109,13 @@ class SinkConnection:
         retention: timedelta,
         partitions: PartitionCatalog | None = None,
         queue: QueueStatistics | None = None,
+        selectable_tags: tuple[str, ...] = (),
     ) -> None:
         self.conn = conn
         self.retention = retention
         self.partitions = partitions or PartitionCatalog()
         self.queue = queue or QueueStatistics()
+        self.selectors = SelectorStep(selectable_tags, retention)
         self._staged = False
 
     async def _ensure_partitions(self, contents: WindowContents) -> None:
@@ -123,6 +127,13 @@ class SinkConnection:
         await self.partitions.ensure(
             conn, "dead_letters", {day_of(d.kafka_ts) for d in contents.dead_letters}
         )
+        if self.selectors.enabled:
+            await self.partitions.ensure(
+                conn, "prediction_tags", days_of(map(_TS, contents.predictions))
+            )
+            selector_days = days_of(map(_SELECTOR_TS, contents.selectors))
+            await self.partitions.ensure(conn, "selector_feedback", selector_days)
+            await self.partitions.ensure(conn, "feedback", selector_days)
 
     async def write(
         self,
@@ -135,7 +146,7 @@ class SinkConnection:
         so that resolution runs in window order (workers.stream.window_writer)."""
         conn = self.conn
         if not self._staged:
-            await conn.execute(join_sql.CREATE_STAGING)
+            await conn.execute(join_sql.CREATE_STAGING + selector_sql.CREATE_STAGING)
             self._staged = True
         await self._ensure_partitions(contents)
         await self._refresh_queue_statistics()
@@ -145,6 +156,7 @@ class SinkConnection:
             if contents.predictions:
                 low, high = _span(map(_TS, contents.predictions))
                 predictions = _count(await conn.execute(join_sql.INSERT_PREDICTIONS, low, high))
+            await self.selectors.index_tags(conn, contents)
             if resolve_after is not None:
                 await resolve_after()
             await conn.execute(join_sql.RESOLUTION_LOCK)
@@ -155,7 +167,14 @@ class SinkConnection:
             resolved_queued: Counter[str] = Counter()
             if contents.predictions:
                 resolved_queued = await self._resolve_queued(len(contents.predictions), now)
-            resolved = resolved_new + resolved_queued
+            selected = await self.selectors.resolve(
+                conn,
+                contents,
+                now,
+                _span(map(_SELECTOR_TS, contents.selectors)) if contents.selectors else None,
+            )
+            feedback += selected["joined"]
+            resolved = resolved_new + resolved_queued + selected
             resolved.pop("pending", None)
             unmatched = _count(
                 await conn.execute(join_sql.EXPIRE_UNMATCHED, now - self.retention, now)
@@ -191,6 +210,7 @@ class SinkConnection:
                 await self.conn.copy_records_to_table(
                     table, records=map(tuple, rows), columns=columns
                 )
+        await self.selectors.stage(self.conn, contents)
 
     async def _insert_feedback(self, contents: WindowContents, now: datetime) -> Counter[str]:
         """Insert the window's new feedback resolved; counts by status, pending included."""
@@ -243,9 +263,12 @@ class SinkConnection:
 class PostgresSink:
     """The worker's sink: connections to ``database_url``, one per window being written."""
 
-    def __init__(self, database_url: str, retention: timedelta) -> None:
+    def __init__(
+        self, database_url: str, retention: timedelta, selectable_tags: tuple[str, ...] = ()
+    ) -> None:
         self.database_url = database_url
         self.retention = retention
+        self.selectable_tags = selectable_tags
         # Shared by the connections: both describe the database, not a connection.
         self.partitions = PartitionCatalog()
         self.queue = QueueStatistics()
@@ -269,6 +292,7 @@ class PostgresSink:
                     self.retention,
                     partitions=self.partitions,
                     queue=self.queue,
+                    selectable_tags=self.selectable_tags,
                 )
             outcome = await writer.write(contents, now, resolve_after)
         except RETRYABLE as exc:

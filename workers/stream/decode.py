@@ -144,6 +144,41 @@ _row = tuple.__new__
 EMPTY = b"{}"
 
 
+class SelectorRow(NamedTuple):
+    """A feedback aimed at every prediction carrying some tags (``tag_selector``), as staged.
+    It is resolved in the window's transaction into one feedback per matched prediction
+    (``workers.postgres.selectors``)."""
+
+    feedback_id: UUID
+    ts: int  # micros
+    metric: str
+    metric_type: str
+    selector: list[str]  # the items, sorted, once each
+    probe_tag: str  # the indexed tag (feedbackflow.prediction_tags) looked up first
+    pairs: str  # JSON {key: value}: the `key=value` items
+    keys: list[str]  # the `key` items: present, any value
+    value_bool: bool | None
+    value_float: float | None
+    value_text: str | None
+    value_json: str | None
+    error_code: str | None
+    error_message: str | None
+    rationale: str | None
+    source_type: str | None
+    source_id: str | None
+    tags: str
+    metadata: str
+    ingested_at: int
+
+
+class _Selected(Exception):
+    """Raised by ``Decoder._feedback`` for a tag-selector feedback, so that the common path
+    (a feedback row appended) pays no test per event."""
+
+    def __init__(self, row: SelectorRow) -> None:
+        self.row = row
+
+
 class DeadLetter(NamedTuple):
     topic: str
     kafka_partition: int
@@ -172,6 +207,7 @@ class DecodedBatch:
     predictions: list[PredictionRow] = field(default_factory=list)
     feedback: list[FeedbackRow] = field(default_factory=list)
     dead_letters: list[DeadLetter] = field(default_factory=list)
+    selectors: list[SelectorRow] = field(default_factory=list)
 
 
 def _validation_reason(exc: ValidationError) -> tuple[str, str]:
@@ -191,10 +227,17 @@ def _validation_reason(exc: ValidationError) -> tuple[str, str]:
 class Decoder:
     """Turns records of the two input topics into rows; the clock and config are injected."""
 
-    def __init__(self, registry: MetricRegistry, topics: TopicNames, retention: timedelta) -> None:
+    def __init__(
+        self,
+        registry: MetricRegistry,
+        topics: TopicNames,
+        retention: timedelta,
+        selectable_tags: Iterable[str] = (),
+    ) -> None:
         self.registry = registry
         self.topics = topics
         self.retention = retention
+        self.selectable_tags = frozenset(selectable_tags)
 
     def use(self, registry: MetricRegistry) -> None:
         """Check events against ``registry`` from now on (metrics defined at run time)."""
@@ -218,6 +261,8 @@ class Decoder:
                     feedback.append(to_feedback(record, read_at, bounds))
                 else:
                     raise FieldError("(topic)", f"not an input topic: {topic}")
+            except _Selected as selected:
+                batch.selectors.append(selected.row)
             except ValidationError as exc:
                 where, reason = _validation_reason(exc)
                 batch.dead_letters.append(self._dead(record, now, where, reason))
@@ -313,11 +358,8 @@ class Decoder:
             metric, value = self.registry.embedded(name, raw_value)
             value_text = None
             if value.json is not None:
-                encoded = to_json(value.json)
-                if NAN in encoded or INFINITY in encoded:
-                    reject_non_finite(value.json, f"feedback.{name}")
-                members += encoded.count(MEMBER)
-                value_text = encoded.decode()
+                value_text, value_members = _json_value(value.json, f"feedback.{name}")
+                members += value_members
             feedback_id = uuid7(ts // 1000, _derived_bits(prediction_id, name))
             rows.append(
                 _row(
@@ -375,15 +417,11 @@ class Decoder:
             fields += len(error.__pydantic_fields_set__)
         value_text, value_members = None, 0
         if value_json is not None:
-            encoded = to_json(value_json)
-            if NAN in encoded or INFINITY in encoded:
-                reject_non_finite(value_json, "value")
-            value_members = encoded.count(MEMBER)
-            value_text = encoded.decode()
+            value_text, value_members = _json_value(value_json)
         members = raw.count(MEMBER)
         if members != fields + value_members:
             check_members(raw, members, fields + value_members)
-        return _row(
+        row = _row(
             FeedbackRow,
             (
                 event.feedback_id,
@@ -408,6 +446,44 @@ class Decoder:
                 read_at,
             ),
         )
+        if event.tag_selector is not None:
+            raise _Selected(self._selector(row, event.tag_selector))
+        return row
+
+    def _selector(self, row: FeedbackRow, items: list[str]) -> SelectorRow:
+        """The selector form of a feedback: its items parsed, and the indexed tag to probe (a
+        ``key=value`` item before a bare ``key``: it matches fewer predictions)."""
+        pairs: dict[str, str] = {}
+        keys: list[str] = []
+        for item in sorted(set(items)):
+            key, equals, value = item.partition("=")
+            if not equals:
+                keys.append(key)
+            elif pairs.setdefault(key, value) != value:
+                raise FieldError("tag_selector", f"tag {key!r} cannot equal two values")
+        indexed = [f"{k}={v}" for k, v in pairs.items() if k in self.selectable_tags]
+        indexed += [k for k in keys if k in self.selectable_tags]
+        if not indexed:
+            selectable = sorted(self.selectable_tags) or "none"
+            raise FieldError(
+                "tag_selector",
+                f"needs an item on a selectable tag key (pipeline.selectable_tags: {selectable}):"
+                " only those tags are indexed, so a selector never reads every prediction",
+            )
+        return _row(
+            SelectorRow,
+            (
+                row.feedback_id,
+                row.ts,
+                row.metric,
+                row.metric_type,
+                sorted(set(items)),
+                indexed[0],
+                to_json(pairs).decode(),
+                keys,
+                *row[FeedbackRow._fields.index("value_bool") :],
+            ),
+        )
 
     @staticmethod
     def _dead(record: KafkaRecord, now: datetime, where: str, reason: str) -> DeadLetter:
@@ -422,6 +498,14 @@ class Decoder:
             printable(reason),
             now,
         )
+
+
+def _json_value(value: JsonValue, where: str = "value") -> tuple[str, int]:
+    """A JSON value's text, and the object members it spells (for the duplicate-key count)."""
+    encoded = to_json(value)
+    if NAN in encoded or INFINITY in encoded:
+        reject_non_finite(value, where)
+    return encoded.decode(), encoded.count(MEMBER)
 
 
 def _derived_bits(prediction_id: UUID, metric: str) -> int:

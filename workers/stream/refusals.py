@@ -20,11 +20,11 @@ from __future__ import annotations
 import json
 from collections.abc import Awaitable, Callable
 from datetime import datetime
-from typing import TypeVar
+from typing import Any, TypeVar
 from uuid import UUID
 
 from ingest.topics import TopicNames
-from workers.stream.decode import DeadLetter, FeedbackRow, PredictionRow, as_time
+from workers.stream.decode import DeadLetter, FeedbackRow, PredictionRow, SelectorRow, as_time
 from workers.stream.sink import SinkRefused, WindowOutcome
 from workers.stream.window import WindowContents
 
@@ -75,16 +75,19 @@ async def _write_refused_row(
         )
         outcome = await write(WindowContents([], [], [kept], {}, 1), resolve_after)
         return outcome, []
-    row: PredictionRow | FeedbackRow = (
-        contents.predictions[0] if contents.predictions else contents.feedback[0]
-    )
+    row: PredictionRow | FeedbackRow | SelectorRow = (
+        contents.predictions or contents.feedback or contents.selectors
+    )[0]
     dead = refused_row(row, refusal, topics, now)
     outcome = await write(WindowContents([], [], [dead], {}, 1), resolve_after)
     return outcome, [dead]
 
 
 def refused_row(
-    row: PredictionRow | FeedbackRow, refusal: SinkRefused, topics: TopicNames, now: datetime
+    row: PredictionRow | FeedbackRow | SelectorRow,
+    refusal: SinkRefused,
+    topics: TopicNames,
+    now: datetime,
 ) -> DeadLetter:
     if isinstance(row, PredictionRow):
         topic, event_id = topics.predictions, row.prediction_id
@@ -103,7 +106,7 @@ def refused_row(
     )
 
 
-def _as_json(row: PredictionRow | FeedbackRow) -> dict[str, object]:
+def _as_json(row: PredictionRow | FeedbackRow | SelectorRow) -> dict[str, object]:
     """The row as decoded, JSON text columns parsed back, times as RFC 3339."""
     out: dict[str, object] = {}
     for name, value in zip(row._fields, row, strict=True):
@@ -117,21 +120,20 @@ def _as_json(row: PredictionRow | FeedbackRow) -> dict[str, object]:
 
 
 def _rows(contents: WindowContents) -> int:
-    return len(contents.predictions) + len(contents.feedback) + len(contents.dead_letters)
+    return sum(len(rows) for rows in _kinds(contents))
+
+
+def _kinds(contents: WindowContents) -> tuple[list[Any], ...]:
+    return contents.predictions, contents.feedback, contents.dead_letters, contents.selectors
 
 
 def _halves(contents: WindowContents) -> tuple[WindowContents, WindowContents]:
-    p1, p2 = _split(contents.predictions)
-    f1, f2 = _split(contents.feedback)
-    d1, d2 = _split(contents.dead_letters)
-    if not (p1 or f1 or d1):  # at most one row of each kind: the first half takes a whole kind
-        if p2:
-            p1, p2 = p2, []
-        elif f2:
-            f1, f2 = f2, []
-        else:
-            d1, d2 = d2, []
-    return _part(p1, f1, d1), _part(p2, f2, d2)
+    first, second = zip(*(_split(rows) for rows in _kinds(contents)), strict=True)
+    if not any(first):  # at most one row of each kind: the first half takes a whole kind
+        taken = next(i for i, rows in enumerate(second) if rows)
+        first = tuple(rows if i == taken else [] for i, rows in enumerate(second))
+        second = tuple([] if i == taken else rows for i, rows in enumerate(second))
+    return _part(*first), _part(*second)
 
 
 def _split(rows: list[T]) -> tuple[list[T], list[T]]:
@@ -140,8 +142,10 @@ def _split(rows: list[T]) -> tuple[list[T], list[T]]:
 
 
 def _part(
-    predictions: list[PredictionRow], feedback: list[FeedbackRow], dead: list[DeadLetter]
+    predictions: list[PredictionRow],
+    feedback: list[FeedbackRow],
+    dead: list[DeadLetter],
+    selectors: list[SelectorRow],
 ) -> WindowContents:
-    return WindowContents(
-        predictions, feedback, dead, {}, len(predictions) + len(feedback) + len(dead)
-    )
+    events = len(predictions) + len(feedback) + len(dead) + len(selectors)
+    return WindowContents(predictions, feedback, dead, {}, events, selectors)

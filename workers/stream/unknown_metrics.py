@@ -36,14 +36,21 @@ class RecheckUnknownMetrics:
             return contents
         await self.refresh()
         kept = [dead for dead in contents.dead_letters if not names_unknown_metric(dead)]
-        feedback = list(contents.feedback)
+        feedback, selectors = list(contents.feedback), list(contents.selectors)
         seen = {row.feedback_id.int for row in feedback}
+        seen.update(row.feedback_id.int for row in selectors)
         for dead in unknown:
             # Decoded as at its first decode: the same time bounds apply.
             again = self.decoder.decode([dead.as_record()], dead.received_at)
             kept.extend(again.dead_letters)
-            for row in again.feedback:
-                if row.feedback_id.int not in seen:
-                    seen.add(row.feedback_id.int)
-                    feedback.append(row)
-        return replace(contents, feedback=feedback, dead_letters=kept)
+            feedback.extend(row for row in again.feedback if _first(seen, row.feedback_id.int))
+            selectors.extend(row for row in again.selectors if _first(seen, row.feedback_id.int))
+        return replace(contents, feedback=feedback, dead_letters=kept, selectors=selectors)
+
+
+def _first(seen: set[int], key: int) -> bool:
+    """Whether ``key`` is new to ``seen`` (and now in it)."""
+    if key in seen:
+        return False
+    seen.add(key)
+    return True

@@ -18,7 +18,13 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from workers.stream.decode import DeadLetter, DecodedBatch, FeedbackRow, PredictionRow
+from workers.stream.decode import (
+    DeadLetter,
+    DecodedBatch,
+    FeedbackRow,
+    PredictionRow,
+    SelectorRow,
+)
 
 # aiokafka's TopicPartition; kept abstract so the buffer is testable without Kafka.
 Partition = Any
@@ -31,6 +37,8 @@ class WindowContents:
     dead_letters: list[DeadLetter]
     next_offsets: dict[Partition, int]
     events: int
+    # Feedback aimed at predictions by their tags (rare; most windows have none).
+    selectors: list[SelectorRow] = field(default_factory=list)
 
     @property
     def empty(self) -> bool:
@@ -50,6 +58,7 @@ class WindowBuffer:
     _opened_at: float | None = None
     _previous_predictions: dict[int, PredictionRow] = field(default_factory=dict)
     _previous_feedback: dict[int, FeedbackRow] = field(default_factory=dict)
+    _selectors: dict[int, SelectorRow] = field(default_factory=dict)
 
     def add(self, batch: DecodedBatch, next_offsets: Mapping[Partition, int]) -> None:
         if self._opened_at is None and next_offsets:
@@ -66,8 +75,15 @@ class WindowBuffer:
             if key not in previous_feedback:
                 feedback_rows.setdefault(key, feedback)
         self._dead_letters.extend(batch.dead_letters)
+        for selector in batch.selectors:  # a replay of one is a no-op in the sink
+            self._selectors.setdefault(selector.feedback_id.int, selector)
         self._next_offsets.update(next_offsets)
-        self._events += len(batch.predictions) + len(batch.feedback) + len(batch.dead_letters)
+        self._events += (
+            len(batch.predictions)
+            + len(batch.feedback)
+            + len(batch.dead_letters)
+            + len(batch.selectors)
+        )
 
     @property
     def events(self) -> int:
@@ -94,8 +110,10 @@ class WindowBuffer:
             dead_letters=self._dead_letters,
             next_offsets=self._next_offsets,
             events=self._events,
+            selectors=list(self._selectors.values()),
         )
         self._previous_predictions, self._previous_feedback = self._predictions, self._feedback
         self._predictions, self._feedback, self._dead_letters = {}, {}, []
+        self._selectors = {}
         self._next_offsets, self._events, self._opened_at = {}, 0, None
         return contents
