@@ -28,6 +28,7 @@ typecheck: $(STAMP)
 
 test: $(STAMP) lint typecheck
 	deploy/dev/ensure-prometheus
+	deploy/dev/ensure-node-example
 	$(BIN)/feedbackflow schemas --check
 	$(BIN)/feedbackflow dashboards --check
 	$(BIN)/python -m pytest
@@ -37,6 +38,7 @@ unit: $(STAMP)
 
 integration: $(STAMP)
 	deploy/dev/ensure-prometheus
+	deploy/dev/ensure-node-example
 	$(BIN)/python -m pytest tests/integration tests/faults
 
 bench: $(STAMP)

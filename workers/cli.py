@@ -165,7 +165,8 @@ EPILOG = """\
 exit codes: 0 ok; 1 the command's own failure (a check that found problems, a mismatch);
 2 bad flags, settings or metric config; 3 PostgreSQL does not answer; 4 the database does not
 exist; 5 PostgreSQL refused the login; 6 the schema lacks migrations (run feedbackflow migrate);
-7 Kafka does not answer; 8 Kafka lacks a feature a setting requires.
+7 Kafka does not answer; 8 Kafka lacks a feature a setting requires; 9 the gateway cannot
+listen on its host and port.
 """
 
 

@@ -24,6 +24,7 @@ from ingest.gateway.telemetry import GatewayTelemetry
 from ingest.metrics.registry import Metric, MetricRegistry, load_registry
 from ingest.topics import TopicNames
 from workers.host.gc_tuning import tune_gc_for_requests
+from workers.host.startup import ExitCode, StartupFailure
 from workers.postgres import idempotent_requests, mlflow_assessments
 from workers.postgres.api_keys import StoredKey, find_key
 from workers.postgres.idempotent_requests import Remembered
@@ -228,6 +229,7 @@ def uvicorn_config(
         host=settings.gateway.host,
         port=settings.gateway.port,
         log_level="warning",
+        log_config=None,  # uvicorn's lines go through ours (workers.host.logs), one format
         access_log=False,
         # Between a client's requests on one connection; past it the connection is closed.
         timeout_keep_alive=30,
@@ -250,7 +252,18 @@ def run_gateway(settings: Settings, registry: MetricRegistry, processes: int = 1
     gateway = settings.gateway
     log.info("gateway on http://%s:%d (docs at /docs)", gateway.host, gateway.port)
     if processes == 1:
-        uvicorn.Server(uvicorn_config(settings, registry)).run()
+        server = uvicorn.Server(uvicorn_config(settings, registry))
+        try:
+            server.run()
+        except SystemExit:
+            if server.started:
+                raise
+            # uvicorn logged why (through our logging); its own exit code would read as ours.
+            raise StartupFailure(
+                ExitCode.PORT_UNAVAILABLE,
+                f"the gateway cannot listen on {gateway.host}:{gateway.port}: is the port taken? "
+                "Choose another with --port or FEEDBACKFLOW_GATEWAY__PORT",
+            ) from None
         return
     uvicorn.run(
         "ingest.gateway.server:app_from_environment",
@@ -259,6 +272,7 @@ def run_gateway(settings: Settings, registry: MetricRegistry, processes: int = 1
         host=gateway.host,
         port=gateway.port,
         log_level="warning",
+        log_config=None,  # uvicorn's lines go through ours (workers.host.logs), one format
         access_log=False,
         timeout_keep_alive=30,
     )

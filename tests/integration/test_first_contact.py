@@ -10,6 +10,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import uuid
@@ -296,3 +297,24 @@ async def test_dev_says_how_long_its_windows_are(
         async with asyncio.timeout(60):
             await dev.communicate()
     assert b"what you send lands in Postgres when its window closes" in said
+
+
+def test_a_gateway_whose_port_is_taken_says_so_in_our_format_with_exit_code_9() -> None:
+    """uvicorn logged in its own format and exited 3, which reads as "PostgreSQL away"."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = _run(
+            ["api", "--port", str(port), "--log-format", "json"],
+            FEEDBACKFLOW_GATEWAY__AUTH="false",
+        )
+    assert result.returncode == 9
+    assert ExitCode(9) is ExitCode.PORT_UNAVAILABLE
+    assert _last_line(result).startswith(
+        f"feedbackflow: the gateway cannot listen on 127.0.0.1:{port}"
+    )
+    logged = [json.loads(entry) for entry in result.stderr.strip().splitlines()[:-1]]
+    bind = [entry for entry in logged if entry["logger"] == "uvicorn.error"]
+    assert bind, result.stderr
+    assert "address already in use" in bind[0]["message"]

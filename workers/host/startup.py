@@ -39,6 +39,7 @@ class ExitCode(enum.IntEnum):
     SCHEMA_BEHIND = 6
     KAFKA_UNREACHABLE = 7
     KAFKA_UNSUPPORTED = 8
+    PORT_UNAVAILABLE = 9  # the gateway cannot listen where it is told to
 
 
 class StartupFailure(Exception):
