@@ -1,4 +1,4 @@
-"""``feedbackflow``: migrate, worker, api, keys, retention, dev, demo, schemas.
+"""``feedbackflow``: migrate, worker, api, keys, retention, backfill, export, dev, demo, schemas.
 
 Connection settings come from flags, then ``FEEDBACKFLOW_*`` environment variables, then
 defaults (``workers.settings``); the metric config from ``--config`` / ``FEEDBACKFLOW_CONFIG``.
@@ -16,13 +16,18 @@ from pathlib import Path
 
 import asyncpg
 
+from ingest.backfill import command as backfill_command
 from ingest.metrics.registry import ConfigError, MetricRegistry, load_registry
 from workers.clock import SystemClock
+from workers.export import command as export_command
 from workers.postgres.migrate import migrate
 from workers.postgres.retention import apply_retention
 from workers.settings import Settings
 
 log = logging.getLogger("feedbackflow")
+
+# Commands whose flags and run live in their own module (the modules load nothing heavy).
+BATCH_COMMANDS = {"backfill": backfill_command.run, "export": export_command.run}
 
 
 def _settings_from(args: argparse.Namespace, **overrides: object) -> Settings:
@@ -155,6 +160,8 @@ def _parser() -> argparse.ArgumentParser:
     dev.add_argument("--http-port", type=int, default=8000)
     demo = sub.add_parser("demo", parents=[common], help="haiku demo on the embedded stack")
     demo.add_argument("--predictions", type=int, default=3000)
+    backfill_command.add_parser(sub, common)
+    export_command.add_parser(sub, common)
     schemas = sub.add_parser("schemas", help="write the wire-format JSON Schema files")
     schemas.add_argument("--check", action="store_true", help="fail if the files are stale")
     return parser
@@ -198,6 +205,8 @@ def _dispatch(args: argparse.Namespace) -> int:
     registry = load_registry(settings.config)
     if args.command == "retention":
         return asyncio.run(_retention(settings, registry))
+    if args.command in BATCH_COMMANDS:
+        return BATCH_COMMANDS[args.command](settings, registry, args)
     if args.command == "api":
         gateway = settings.gateway.model_copy(
             update={k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
