@@ -65,11 +65,11 @@ def format_of(path: Path, given: Format | None = None) -> Format:
 
 def open_decompressed(path: Path) -> BinaryIO:
     """The file's bytes, decompressed by what its first bytes say (not its name)."""
-    raw = path.open("rb")
-    magic = raw.read(4)
-    raw.seek(0)
+    with path.open("rb") as probe:
+        magic = probe.read(4)
     if magic.startswith(GZIP_MAGIC):
-        return gzip.GzipFile(fileobj=raw, mode="rb")  # type: ignore[return-value]
+        return gzip.open(path, "rb")  # type: ignore[return-value]
+    raw = path.open("rb")
     if magic == ZSTD_MAGIC:
         return zstandard.ZstdDecompressor().stream_reader(raw, closefd=True)
     return raw
