@@ -3,8 +3,10 @@
 "Current" is defined here and only here for the export (as ``feedbackflow.feedback_current``
 defines it for dashboards): of the feedback with the same target, metric and source id, the
 latest timestamp wins, ties broken by feedback id; feedback without a source id revises nothing.
-``as_of`` asks for the values as they stood at a time: revisions stamped or stored after it are
-ignored, so a dataset exported then can be rebuilt exactly.
+``as_of`` asks for the values as they stood at a time: feedback (revisions included) whose
+own timestamp is after it is ignored, so a dataset exported then can be rebuilt.  Event time, not
+the time a row was stored: a backfill stores months of history today, and its as-of must still
+mean its history.  (Feedback stored later with an earlier timestamp does appear.)
 
 Filters on the revision key (metric) and ``as_of`` apply before the current value is chosen;
 the others after it, so a filter never makes an older revision look current.
@@ -134,8 +136,7 @@ def _before(where: FeedbackFilter, sql: _Sql) -> str:
     if where.metrics:
         before.append(f"metric = ANY({sql.param(list(where.metrics))}::text[])")
     if where.as_of is not None:
-        at = sql.param(where.as_of)
-        before.append(f"ts <= {at} AND ingested_at <= {at}")
+        before.append(f"ts <= {sql.param(where.as_of)}")
     return " AND ".join(before)
 
 
