@@ -31,7 +31,7 @@ REPOSITORY_CONFIG = README.with_name("feedbackflow.toml")
 
 
 def _sh_block(containing: str) -> str:
-    blocks = re.findall(r"```sh\n(.*?)```", README.read_text(), flags=re.DOTALL)
+    blocks: list[str] = re.findall(r"```sh\n(.*?)```", README.read_text(), flags=re.DOTALL)
     (block,) = [b for b in blocks if containing in b]
     return block
 
