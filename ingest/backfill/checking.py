@@ -92,9 +92,7 @@ class RowChecker:
                 batch.rejects.append(Reject(row.line, "(row)", row.problem or "unreadable", None))
                 continue
             try:
-                kind, event = self.mapping.to_wire(
-                    row.fields, row.text_values, self.kind, self.registry
-                )
+                kind, event = self.mapping.to_wire(row.fields, row.values, self.kind, self.registry)
                 value = to_json(with_id(kind, event))
             except FieldError as exc:
                 batch.rejects.append(Reject(row.line, exc.field, exc.reason, row.fields))

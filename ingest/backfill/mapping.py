@@ -20,10 +20,12 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from decimal import Decimal
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
 from uuid import UUID
 
+from ingest.backfill.sources import Values
 from ingest.metrics.registry import FieldError, MetricRegistry
 
 Kind = Literal["prediction", "feedback"]
@@ -67,24 +69,33 @@ class ColumnMapping:
         return cls(columns, constants, frozenset(ignore))
 
     def to_wire(
-        self, row: Mapping[str, Any], text_values: bool, kind: KindChoice, registry: MetricRegistry
+        self, row: Mapping[str, Any], values: Values, kind: KindChoice, registry: MetricRegistry
     ) -> tuple[Kind, dict[str, Any]]:
-        """The row as a wire event of its kind; FieldError naming the column at fault."""
-        taken = set(self.columns.values()) | self.ignored
+        """The row as a wire event of its kind; FieldError naming the column at fault.  A
+        missing value (null, or an empty CSV cell) is an absent field."""
+        if values == "arrow":
+            row = {name: _json_value(value) for name, value in row.items()}
+        elif values == "text":
+            row = {name: value for name, value in row.items() if value != ""}
+        taken = self.taken
         event: dict[str, Any] = {}
         for name, value in row.items():
-            if name not in taken and name != KIND_COLUMN:
+            if name not in taken and value is not None:
                 event[name] = value
         for wire_field, column in self.columns.items():
-            if column in row:
+            if row.get(column) is not None:
                 _place(event, wire_field, row[column])
         for wire_field, value in self.constants.items():
             _place(event, wire_field, value)
-        event = {k: v for k, v in (_plain(k, v) for k, v in event.items()) if v is not None}
         chosen = _kind_of(row, event, kind)
-        if text_values:
+        if values == "text":
             event = _typed(event, registry)
         return chosen, event
+
+    @cached_property
+    def taken(self) -> frozenset[str]:
+        """Columns that are not passed on under their own names."""
+        return frozenset(self.columns.values()) | self.ignored | {KIND_COLUMN}
 
 
 def _backfill_table(path: Path) -> Mapping[str, Any]:
@@ -138,16 +149,18 @@ def _kind_of(row: Mapping[str, Any], event: Mapping[str, Any], kind: KindChoice)
     raise FieldError(KIND_COLUMN, f"is {said!r}; expected 'prediction' or 'feedback'")
 
 
-def _plain(name: str, value: Any) -> tuple[str, Any]:
-    """Parquet's and pyarrow's values as JSON's: times as RFC 3339 (naive ones are UTC, as
-    Parquet's own timestamps usually are), UUIDs as text, maps as objects; empty text is
-    an absent field."""
-    return name, _json_value(value)
+_JSON_SCALARS = frozenset({str, int, float, bool, type(None)})
 
 
 def _json_value(value: Any) -> Any:
-    if value == "":
-        return None
+    """Arrow's Python values as JSON's: times as RFC 3339 (naive ones are UTC, as Parquet's own
+    timestamps usually are), UUIDs as text; maps are dicts already (``sources``).  JSON's own
+    types return at once: this runs for every value of every Parquet row (docs/performance.md)."""
+    kind = type(value)
+    if kind in _JSON_SCALARS:
+        return value
+    if kind is dict:
+        return {k: _json_value(v) for k, v in value.items()}
     if isinstance(value, datetime):
         aware = value if value.tzinfo is not None else value.replace(tzinfo=UTC)
         return aware.isoformat()
@@ -159,11 +172,7 @@ def _json_value(value: Any) -> Any:
         return str(UUID(bytes=value))
     if isinstance(value, Decimal):
         return float(value)
-    if isinstance(value, dict):
-        return {k: v for k, v in ((k, _json_value(v)) for k, v in value.items()) if v is not None}
     if isinstance(value, list):
-        if value and all(isinstance(v, tuple) and len(v) == 2 for v in value):  # a Parquet map
-            return {str(k): _json_value(v) for k, v in value}
         return [_json_value(v) for v in value]
     return value
 

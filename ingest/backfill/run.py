@@ -11,7 +11,7 @@ import asyncio
 import json
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from itertools import islice
 from pathlib import Path
@@ -86,37 +86,22 @@ async def _one_file(
     checkpoint = Checkpoint.beside(path) if destination is not None else None
     report = checkpoint.report if checkpoint and checkpoint.report else Report()
     done = checkpoint.rows_done if checkpoint else 0
+    progress = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed:,.0f} rows"),
+        TextColumn("{task.fields[rate]:,.0f} rows/s"),
+        TimeRemainingColumn(),
+        console=console,
+        disable=not (options.progress and console.is_terminal),
+    )
     rejects = _rejects_file(path, checkpoint.rejects_bytes if checkpoint else 0)
-    pace = _Pace(options.rate)
-    total = row_count(path, fmt)
-    with (
-        rejects,
-        Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            TextColumn("{task.completed:,.0f} rows"),
-            TextColumn("{task.fields[rate]:,.0f} rows/s"),
-            TimeRemainingColumn(),
-            console=console,
-            disable=not (options.progress and console.is_terminal),
-        ) as progress,
-    ):
-        task = progress.add_task(path.name, total=total, completed=done, rate=0.0)
-        rows = _skip(read_rows(path, fmt), done)
-        started, rows_now = time.monotonic(), 0
-        for chunk in _batches(rows, _batch_size(options)):
-            batch = checker.check(chunk, datetime.now(UTC))
-            if destination is not None:
-                await destination.write(batch)
-            report.add(batch, checker.topics.predictions)
-            _write_rejects(rejects, batch)
-            done += len(chunk)
-            rows_now += len(chunk)
-            if checkpoint is not None:
-                checkpoint.report = report
-                checkpoint.save(done, rejects.tell())
-            _advance(progress, task, len(chunk), rows_now / (time.monotonic() - started))
-            await pace.wait(rows_now, started)
+    with rejects, progress:
+        task = progress.add_task(path.name, total=row_count(path, fmt), completed=done, rate=0.0)
+        run = _FileRun(checker, checkpoint, report, rejects, progress, task, _Pace(options.rate))
+        run.done = done
+        chunks = _batches(_skip(read_rows(path, fmt), done), _batch_size(options))
+        await run.through(chunks, destination)
     if checkpoint is not None:
         checkpoint.remove()
     if report.bad_rows == 0:
@@ -124,14 +109,68 @@ async def _one_file(
     return report
 
 
+@dataclass
+class _FileRun:
+    """One file's batches: each read and checked (in a thread) while the one before is being
+    written, so the broker's or Postgres's work overlaps this process's; a batch is counted,
+    its rejects written and the checkpoint moved only once its write is durable."""
+
+    checker: RowChecker
+    checkpoint: Checkpoint | None
+    report: Report
+    rejects: IO[str]
+    progress: Progress
+    task: TaskID
+    pace: _Pace
+    done: int = 0
+    rows_now: int = 0
+    started: float = field(default_factory=time.monotonic)
+
+    async def through(
+        self, chunks: Iterator[list[SourceRow]], destination: Destination | None
+    ) -> None:
+        def next_checked() -> tuple[int, CheckedBatch] | None:
+            chunk = next(chunks, None)
+            if chunk is None:
+                return None
+            return len(chunk), self.checker.check(chunk, datetime.now(UTC))
+
+        in_flight: tuple[int, CheckedBatch, asyncio.Task[None] | None] | None = None
+        try:
+            while (checked := await asyncio.to_thread(next_checked)) is not None:
+                if in_flight is not None:
+                    await self._durable(*in_flight)
+                rows, batch = checked
+                write = asyncio.create_task(destination.write(batch)) if destination else None
+                in_flight = (rows, batch, write)
+            if in_flight is not None:
+                await self._durable(*in_flight)
+                in_flight = None
+        finally:
+            if in_flight is not None and in_flight[2] is not None:
+                in_flight[2].cancel()
+
+    async def _durable(
+        self, rows: int, batch: CheckedBatch, write: asyncio.Task[None] | None
+    ) -> None:
+        if write is not None:
+            await write
+        self.report.add(batch, self.checker.topics.predictions)
+        _write_rejects(self.rejects, batch)
+        self.done += rows
+        self.rows_now += rows
+        if self.checkpoint is not None:
+            self.checkpoint.report = self.report
+            self.checkpoint.save(self.done, self.rejects.tell())
+        rate = self.rows_now / max(time.monotonic() - self.started, 1e-9)
+        self.progress.update(self.task, advance=rows, rate=rate)
+        await self.pace.wait(self.rows_now, self.started)
+
+
 def _batch_size(options: BackfillOptions) -> int:
     if options.rate is not None:  # a second's rows at most, so the pace stays even
         return max(1, min(options.batch_rows, int(options.rate)))
     return options.batch_rows
-
-
-def _advance(progress: Progress, task: TaskID, rows: int, rate: float) -> None:
-    progress.update(task, advance=rows, rate=rate)
 
 
 def _skip(rows: Iterator[SourceRow], done: int) -> Iterator[SourceRow]:

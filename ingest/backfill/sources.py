@@ -20,6 +20,9 @@ from typing import Any, BinaryIO, Literal
 import zstandard
 
 Format = Literal["jsonl", "csv", "parquet"]
+# What a row's values are: JSON's already (JSONL), text to be typed (CSV), or Arrow's Python
+# values (Parquet: datetimes, maps as pairs), to be made JSON's.
+Values = Literal["json", "text", "arrow"]
 _COMPRESSIONS = (".gz", ".zst", ".zstd")
 _SUFFIXES: dict[str, Format] = {
     ".jsonl": "jsonl",
@@ -44,7 +47,7 @@ class SourceRow:
 
     line: int
     fields: dict[str, Any] | None
-    text_values: bool  # CSV: every value is a string, to be typed by the mapping
+    values: Values
     problem: str | None = None
 
 
@@ -100,12 +103,12 @@ def _jsonl_rows(text: io.TextIOWrapper) -> Iterator[SourceRow]:
         try:
             value = json.loads(line)
         except json.JSONDecodeError as exc:
-            yield SourceRow(number, None, False, f"invalid JSON: {exc.msg} (column {exc.colno})")
+            yield SourceRow(number, None, "json", f"invalid JSON: {exc.msg} (column {exc.colno})")
             continue
         if not isinstance(value, dict):
-            yield SourceRow(number, None, False, "not a JSON object")
+            yield SourceRow(number, None, "json", "not a JSON object")
             continue
-        yield SourceRow(number, value, False)
+        yield SourceRow(number, value, "json")
 
 
 def _csv_rows(text: io.TextIOWrapper) -> Iterator[SourceRow]:
@@ -115,11 +118,11 @@ def _csv_rows(text: io.TextIOWrapper) -> Iterator[SourceRow]:
         for record in reader:
             columns = len(reader.fieldnames or [])
             if None in record:
-                yield SourceRow(start, None, True, f"more values than the header's {columns}")
+                yield SourceRow(start, None, "text", f"more values than the header's {columns}")
             elif any(value is None for value in record.values()):
-                yield SourceRow(start, None, True, f"fewer values than the header's {columns}")
+                yield SourceRow(start, None, "text", f"fewer values than the header's {columns}")
             else:
-                yield SourceRow(start, dict(record), True)
+                yield SourceRow(start, dict(record), "text")
             start = reader.line_num + 1
     except csv.Error as exc:
         raise SourceError(f"line {reader.line_num}: CSV cannot be read on: {exc}") from None
@@ -130,7 +133,21 @@ def _parquet_rows(path: Path) -> Iterator[SourceRow]:
 
     number = 0
     with pq.ParquetFile(path) as parquet:
+        # Maps as dicts is several times slower per row: only for a file that has one.
+        maps = "strict" if any(_has_map(f.type) for f in parquet.schema_arrow) else None
         for batch in parquet.iter_batches(batch_size=PARQUET_BATCH_ROWS):
-            for record in batch.to_pylist():
+            for record in batch.to_pylist(maps_as_pydicts=maps):
                 number += 1
-                yield SourceRow(number, record, False)
+                yield SourceRow(number, record, "arrow")
+
+
+def _has_map(arrow_type: Any) -> bool:
+    import pyarrow as pa
+
+    if pa.types.is_map(arrow_type):
+        return True
+    if pa.types.is_struct(arrow_type):
+        return any(_has_map(arrow_type.field(i).type) for i in range(arrow_type.num_fields))
+    if pa.types.is_list(arrow_type) or pa.types.is_large_list(arrow_type):
+        return _has_map(arrow_type.value_type)
+    return False

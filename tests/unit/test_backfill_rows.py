@@ -34,8 +34,8 @@ def _checker(mapping: ColumnMapping | None = None) -> RowChecker:
     )
 
 
-def _rows(*fields: Mapping[str, object], text: bool = False) -> list[SourceRow]:
-    return [SourceRow(n, dict(f), text) for n, f in enumerate(fields, start=1)]
+def _rows(*fields: Mapping[str, object]) -> list[SourceRow]:
+    return [SourceRow(n, dict(f), "json") for n, f in enumerate(fields, start=1)]
 
 
 PREDICTION: dict[str, object] = {
@@ -85,8 +85,14 @@ def test_csv_text_is_typed_by_the_field_and_the_metric() -> None:
         maps=["join_key=request", "value=thumbs", "timestamp=when"],
         sets=["metric=haiku_rating"],
     )
-    row = {"request": "req-1", "thumbs": "yes", "when": "1764583200000", "tags": '{"k": "v"}'}
-    kind, event = mapping.to_wire(row, True, "auto", metric_registry())
+    row = {
+        "request": "req-1",
+        "thumbs": "yes",
+        "when": "1764583200000",
+        "tags": '{"k": "v"}',
+        "rationale": "",
+    }
+    kind, event = mapping.to_wire(row, "text", "auto", metric_registry())
     assert kind == "feedback"
     assert event == {
         "join_key": "req-1",
@@ -168,3 +174,33 @@ def test_a_checkpoint_resumes_its_own_file_only(tmp_path: Path) -> None:
     assert again.report.predictions == 4
     source.write_text("{}\n{}\n")
     assert Checkpoint.beside(source).rows_done == 0
+
+
+def test_parquet_times_maps_and_structs_become_wire_json(tmp_path: Path) -> None:
+    path = tmp_path / "p.parquet"
+    naive = datetime(2026, 11, 30, 10, 0)
+    pq.write_table(
+        pa.table(
+            {
+                "join_key": ["req-1", "req-2"],
+                "application": ["generate_haiku"] * 2,
+                "model": ["m", None],
+                "timestamp": pa.array([naive, naive], pa.timestamp("ms")),
+                "tags": pa.array([[("env", "prod")], []], pa.map_(pa.string(), pa.string())),
+                "inputs": [
+                    {"topic": "rain", "temperature": None},
+                    {"topic": "", "temperature": 0.5},
+                ],
+            }
+        ),
+        path,
+    )
+    batch = _checker().check(list(read_rows(path, "parquet")), NOW)
+    assert not batch.rejects
+    first, second = (json.loads(a.value) for a in batch.accepted)
+    assert first["timestamp"] == "2026-11-30T10:00:00+00:00"  # naive Parquet times are UTC
+    assert first["tags"] == {"env": "prod"}
+    assert first["inputs"] == {"topic": "rain", "temperature": None}
+    assert "model" not in second  # null: absent
+    assert second["inputs"] == {"topic": "", "temperature": 0.5}  # nested values as they are
+    assert second["tags"] == {}
