@@ -7,6 +7,9 @@ import asyncio
 import sys
 from pathlib import Path
 
+import asyncpg
+from aiokafka.errors import KafkaError
+
 from ingest.metrics.registry import MetricRegistry
 from workers.settings import Settings
 
@@ -85,3 +88,10 @@ def run(settings: Settings, registry: MetricRegistry, args: argparse.Namespace) 
             file=sys.stderr,
         )
         return 130
+    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, KafkaError) as exc:
+        # What is durable is in the checkpoint: the same command resumes after it.
+        print(
+            f"feedbackflow: backfill stopped: {exc!r}; run the same command again to resume",
+            file=sys.stderr,
+        )
+        return 3

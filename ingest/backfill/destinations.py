@@ -16,7 +16,7 @@ import asyncpg
 from ingest.backfill.checking import CheckedBatch
 from ingest.sdk.producer import FeedbackflowProducer
 from ingest.topics import TopicNames
-from workers.postgres.sink import SinkConnection
+from workers.postgres.sink import DATA_ERRORS, SinkConnection
 from workers.settings import Settings
 from workers.stream.window import WindowContents
 
@@ -77,8 +77,15 @@ class DirectDestination:
             {},
             len(predictions) + len(feedback),
         )
-        if not contents.empty:
+        if contents.empty:
+            return
+        try:
             await self.sink.write(contents, datetime.now(UTC))
+        except DATA_ERRORS as exc:
+            # The decoder passed these rows, so this is rare (and would be the worker's too):
+            # a retry would fail the same way, so say where, and stop.
+            lines = f"{batch.accepted[0].line}-{batch.accepted[-1].line}"
+            raise ValueError(f"Postgres refused a row of lines {lines}: {exc}") from exc
 
     async def close(self) -> None:
         await self.sink.conn.close()
