@@ -15,7 +15,6 @@ from workers.settings import Settings
 
 # Flags only here: pyarrow and rich load when the command runs, not for every command.
 FORMATS = ("jsonl", "csv", "parquet")
-DEFAULT_BATCH_ROWS = 5_000
 HELP = "load JSONL/CSV/Parquet history through Kafka or (--direct) into Postgres"
 
 
@@ -54,7 +53,7 @@ def add_parser(
         "--direct", action="store_true", help="write to Postgres through the worker's sink"
     )
     parser.add_argument("--rate", type=float, help="rows per second at most")
-    parser.add_argument("--batch-rows", type=int, default=DEFAULT_BATCH_ROWS)
+    parser.add_argument("--batch-rows", type=int, help="rows written at once (default 5000)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -62,7 +61,7 @@ def run(settings: Settings, registry: MetricRegistry, args: argparse.Namespace) 
     from ingest.backfill.mapping import ColumnMapping
     from ingest.backfill.run import BackfillOptions, backfill
 
-    if args.batch_rows < 1:
+    if args.batch_rows is not None and args.batch_rows < 1:
         raise ValueError("--batch-rows: at least 1")
     if args.rate is not None and args.rate <= 0:
         raise ValueError("--rate: rows per second, more than 0")
@@ -74,7 +73,7 @@ def run(settings: Settings, registry: MetricRegistry, args: argparse.Namespace) 
         dry_run=args.dry_run,
         direct=args.direct,
         rate=args.rate,
-        batch_rows=args.batch_rows,
+        batch_rows=args.batch_rows or BackfillOptions.batch_rows,
         progress=not args.no_progress,
     )
     for path in options.files:

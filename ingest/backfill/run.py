@@ -22,7 +22,6 @@ from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeRemaining
 
 from ingest.backfill.checking import CheckedBatch, RowChecker
 from ingest.backfill.checkpoint import Checkpoint
-from ingest.backfill.command import DEFAULT_BATCH_ROWS
 from ingest.backfill.destinations import Destination, DirectDestination, KafkaDestination
 from ingest.backfill.mapping import ColumnMapping, KindChoice
 from ingest.backfill.report import Report
@@ -41,7 +40,7 @@ class BackfillOptions:
     dry_run: bool = False
     direct: bool = False
     rate: float | None = None  # rows per second at most
-    batch_rows: int = DEFAULT_BATCH_ROWS
+    batch_rows: int = 5_000  # rows checked and written at once: memory is a few batches
     progress: bool = True
 
 
