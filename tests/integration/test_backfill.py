@@ -29,7 +29,9 @@ from tests.integration.harness import (
     isolated_settings,
     make_topics,
     metric_registry,
+    producer,
     running_worker,
+    wait_for_count,
     wait_until,
 )
 from workers.devstack.servers import TansuBroker, database_url_with_name
@@ -363,3 +365,31 @@ async def test_a_dry_run_names_bad_rows_by_reason_and_line_and_writes_nothing(
     assert rejected[0]["row"] == lines[1]
     assert await count(db, "SELECT count(*) FROM feedbackflow.predictions") == 0
     assert await count(db, "SELECT count(*) FROM feedbackflow.feedback") == 0
+
+
+async def test_a_direct_backfill_between_live_traffic_joins_both_ways(
+    kafka: TansuBroker, database_url: str, db: asyncpg.Connection, tmp_path: Path
+) -> None:
+    """Live feedback that arrived before the backfilled predictions is joined by the backfill;
+    live feedback after it is joined by the worker to the backfilled predictions."""
+    now = datetime.now(UTC)
+    predictions, _, _ = write_sample(tmp_path, now)
+    settings = isolated_settings(kafka.bootstrap, database_url)
+    registry = metric_registry()
+    await make_topics(settings)
+    status = "SELECT count(*) FROM feedbackflow.feedback WHERE status = $1"
+    async with running_worker(settings, registry), producer(settings, registry) as ff:
+        for i in range(0, PREDICTIONS, 2):
+            await ff.log_feedback(metric="haiku_rating", join_key=f"req-{i}", value=True)
+        await ff.flush()
+        await wait_for_count(db, status, PREDICTIONS // 2, "pending")
+
+        assert await backfill(settings, registry, options(predictions, direct=True)) == 0
+        assert await count(db, status, "joined") == PREDICTIONS // 2
+        assert await count(db, status, "pending") == 0
+
+        for i in range(1, PREDICTIONS, 2):
+            await ff.log_feedback(metric="haiku_rating", join_key=f"req-{i}", value=False)
+        await ff.flush()
+        await wait_for_count(db, status, PREDICTIONS, "joined")
+    assert await count(db, "SELECT count(*) FROM feedbackflow.predictions") == PREDICTIONS
