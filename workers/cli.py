@@ -1,4 +1,5 @@
-"""``feedbackflow``: migrate, worker, api, keys, topics, retention, dev, demo, schemas, dashboards.
+"""``feedbackflow``: migrate, worker, api, keys, topics, retention, backfill, export, dev, demo,
+schemas, dashboards.
 
 Connection settings come from flags, then ``FEEDBACKFLOW_*`` environment variables, then
 defaults (``workers.settings``); the metric config from ``--config`` / ``FEEDBACKFLOW_CONFIG``.
@@ -17,8 +18,10 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from ingest.backfill import command as backfill_command
 from ingest.metrics.registry import ConfigError, MetricRegistry, load_registry
 from workers.clock import SystemClock
+from workers.export import command as export_command
 from workers.host.logs import setup_logging
 from workers.host.startup import (
     ExitCode,
@@ -271,6 +274,8 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--predictions", type=int, default=3000, help="predictions to send (default: 3000)"
     )
+    backfill_command.add_parser(sub, common)
+    export_command.add_parser(sub, common)
     schemas = command("schemas", "write the wire-format JSON Schema files")
     schemas.add_argument("--check", action="store_true", help="fail if the files are stale")
     dashboards = sub.add_parser(
@@ -321,6 +326,21 @@ def _write_files(args: argparse.Namespace) -> int | None:
     return None
 
 
+def _retention_command(
+    settings: Settings, registry: MetricRegistry, _args: argparse.Namespace
+) -> int:
+    return asyncio.run(_retention(settings, registry))
+
+
+# Commands over the data, each given the settings, the metric registry and its arguments (the
+# backfill's and export's flags and run live in their own modules, which load nothing heavy).
+BATCH_COMMANDS = {
+    "retention": _retention_command,
+    "backfill": backfill_command.run,
+    "export": export_command.run,
+}
+
+
 def _dispatch(args: argparse.Namespace) -> int:
     written = _write_files(args)
     if written is not None:
@@ -342,8 +362,8 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "topics":
         return asyncio.run(_topics(settings, args.check))
     registry = load_registry(settings.config)
-    if args.command == "retention":
-        return asyncio.run(_retention(settings, registry))
+    if args.command in BATCH_COMMANDS:
+        return BATCH_COMMANDS[args.command](settings, registry, args)
     if args.command == "api":
         gateway = settings.gateway.model_copy(
             update={k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}

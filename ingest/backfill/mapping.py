@@ -1,0 +1,218 @@
+"""From a file's columns to wire format v1: the column mapping, constants, and typing text.
+
+A file rarely names things as the wire format does.  ``--map FIELD=COLUMN`` (or the
+``[backfill.columns]`` table of a TOML file) says which column holds which wire field; a dotted
+field puts a column inside an object (``inputs.question=prompt``, ``source.id=annotator``).
+``--set FIELD=VALUE`` gives every row the same value (``metric=haiku_rating``).  Columns that
+are neither mapped nor ignored are passed on under their own names, so a column nobody thought
+about is an error naming it (the wire format rejects unknown fields), never silently dropped.
+
+CSV holds only text: a value there is typed the way the field needs it (JSON objects for
+``inputs`` and the like, epoch milliseconds for a numeric ``timestamp``, the metric's type for
+``value``); an empty cell is an absent field.  JSONL and Parquet values keep their own types.
+"""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Literal
+from uuid import UUID
+
+from ingest.backfill.sources import Values
+from ingest.metrics.registry import FieldError, MetricRegistry
+
+Kind = Literal["prediction", "feedback"]
+KindChoice = Literal["prediction", "feedback", "auto"]
+# In a file of both kinds, the column that may say which a row is (else: a row with a metric
+# is feedback).
+KIND_COLUMN = "kind"
+_OBJECT_FIELDS = frozenset({"inputs", "outputs", "tags", "metadata", "source", "error", "feedback"})
+_TRUE, _FALSE = frozenset({"true", "1", "yes", "t", "y"}), frozenset({"false", "0", "no", "f", "n"})
+
+
+class MappingError(ValueError):
+    """The mapping itself is wrong (a flag or the TOML table): no row could be read with it."""
+
+
+@dataclass(frozen=True)
+class ColumnMapping:
+    columns: Mapping[str, str] = field(default_factory=dict)  # wire field (dotted) -> column
+    constants: Mapping[str, Any] = field(default_factory=dict)  # wire field (dotted) -> value
+    ignored: frozenset[str] = frozenset()
+
+    @classmethod
+    def build(
+        cls,
+        maps: Iterable[str] = (),
+        sets: Iterable[str] = (),
+        ignored: Iterable[str] = (),
+        toml_file: Path | None = None,
+    ) -> ColumnMapping:
+        """Flags over the TOML file's ``[backfill]`` table (``columns``, ``set``, ``ignore``)."""
+        columns: dict[str, str] = {}
+        constants: dict[str, Any] = {}
+        ignore = set(ignored)
+        if toml_file is not None:
+            table = _backfill_table(toml_file)
+            columns.update(_strings(table.get("columns", {}), f"{toml_file}: backfill.columns"))
+            constants.update(table.get("set", {}))
+            ignore.update(table.get("ignore", []))
+        columns.update(_pairs(maps, "--map", "FIELD=COLUMN"))
+        constants.update(_pairs(sets, "--set", "FIELD=VALUE"))
+        return cls(columns, constants, frozenset(ignore))
+
+    def to_wire(
+        self, row: Mapping[str, Any], values: Values, kind: KindChoice, registry: MetricRegistry
+    ) -> tuple[Kind, dict[str, Any]]:
+        """The row as a wire event of its kind; FieldError naming the column at fault.  A
+        missing value (null, or an empty CSV cell) is an absent field."""
+        if values == "arrow":
+            row = {name: _json_value(value) for name, value in row.items()}
+        elif values == "text":
+            row = {name: value for name, value in row.items() if value != ""}
+        taken = self.taken
+        event: dict[str, Any] = {}
+        for name, value in row.items():
+            if name not in taken and value is not None:
+                event[name] = value
+        for wire_field, column in self.columns.items():
+            if row.get(column) is not None:
+                _place(event, wire_field, row[column])
+        for wire_field, value in self.constants.items():
+            _place(event, wire_field, value)
+        chosen = _kind_of(row, event, kind)
+        if values == "text":
+            event = _typed(event, registry)
+        return chosen, event
+
+    @cached_property
+    def taken(self) -> frozenset[str]:
+        """Columns that are not passed on under their own names."""
+        return frozenset(self.columns.values()) | self.ignored | {KIND_COLUMN}
+
+
+def _backfill_table(path: Path) -> Mapping[str, Any]:
+    try:
+        document = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise MappingError(f"{path}: {exc}") from None
+    table = document.get("backfill", {})
+    if not isinstance(table, dict):
+        raise MappingError(f"{path}: backfill must be a table")
+    return table
+
+
+def _strings(table: object, where: str) -> dict[str, str]:
+    if not isinstance(table, dict) or not all(isinstance(v, str) for v in table.values()):
+        raise MappingError(f'{where}: a table of field = "column"')
+    return dict(table)
+
+
+def _pairs(items: Iterable[str], flag: str, shape: str) -> dict[str, str]:
+    pairs = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            raise MappingError(f"{flag} {item!r}: expected {shape}")
+        pairs[name] = value
+    return pairs
+
+
+def _place(event: dict[str, Any], dotted: str, value: Any) -> None:
+    """Set ``event[a][b]`` for ``a.b``; a missing object on the way is made."""
+    *parents, last = dotted.split(".")
+    target = event
+    for name in parents:
+        inner = target.get(name)
+        if not isinstance(inner, dict):
+            inner = {}
+            target[name] = inner
+        target = inner
+    target[last] = value
+
+
+def _kind_of(row: Mapping[str, Any], event: Mapping[str, Any], kind: KindChoice) -> Kind:
+    if kind != "auto":
+        return kind
+    said = row.get(KIND_COLUMN)
+    if said in (None, ""):
+        return "feedback" if "metric" in event else "prediction"
+    if said in ("prediction", "feedback"):
+        return "prediction" if said == "prediction" else "feedback"
+    raise FieldError(KIND_COLUMN, f"is {said!r}; expected 'prediction' or 'feedback'")
+
+
+_JSON_SCALARS = frozenset({str, int, float, bool, type(None)})
+
+
+def _json_value(value: Any) -> Any:
+    """Arrow's Python values as JSON's: times as RFC 3339 (naive ones are UTC, as Parquet's own
+    timestamps usually are), UUIDs as text; maps are dicts already (``sources``).  JSON's own
+    types return at once: this runs for every value of every Parquet row (docs/performance.md)."""
+    kind = type(value)
+    if kind in _JSON_SCALARS:
+        return value
+    if kind is dict:
+        return {k: _json_value(v) for k, v in value.items()}
+    if isinstance(value, datetime):
+        aware = value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+        return aware.isoformat()
+    if isinstance(value, date):
+        return value.isoformat()
+    if isinstance(value, UUID):
+        return str(value)
+    if isinstance(value, bytes) and len(value) == 16:
+        return str(UUID(bytes=value))
+    if isinstance(value, Decimal):
+        return float(value)
+    if isinstance(value, list):
+        return [_json_value(v) for v in value]
+    return value
+
+
+def _typed(event: dict[str, Any], registry: MetricRegistry) -> dict[str, Any]:
+    """CSV's text typed as each field needs; what cannot be typed is left as text, for the
+    decoder to name."""
+    for name in _OBJECT_FIELDS & event.keys():
+        event[name] = _json_or_text(event[name])
+    timestamp = event.get("timestamp")
+    if isinstance(timestamp, str) and timestamp.isdigit():
+        event["timestamp"] = int(timestamp)
+    value = event.get("value")
+    if isinstance(value, str):
+        metric = registry.metrics.get(str(event.get("metric")))
+        event["value"] = _typed_value(value, metric.type if metric else None)
+    return event
+
+
+def _json_or_text(value: Any) -> Any:
+    if isinstance(value, str) and value[:1] in ("{", "["):
+        try:
+            return json.loads(value)
+        except json.JSONDecodeError:
+            return value
+    return value
+
+
+def _typed_value(text: str, metric_type: str | None) -> Any:
+    if metric_type == "boolean":
+        lowered = text.strip().lower()
+        return True if lowered in _TRUE else False if lowered in _FALSE else text
+    if metric_type == "float":
+        try:
+            return float(text)
+        except ValueError:
+            return text
+    if metric_type in ("json", "demonstration"):
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError:
+            return text  # a demonstration may be plain text
+    return text

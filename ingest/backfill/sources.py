@@ -1,0 +1,153 @@
+"""Rows out of a backfill file: JSONL, CSV or Parquet, gzip- or zstd-compressed or not.
+
+Each row comes with its line number as a person finds it in the file (JSONL: the line; CSV: the
+line the record starts on, the header being line 1; Parquet: the row's position from 1), since
+that is what the dry-run report and the reject file name.  Files are read as a stream, one
+record or one Parquet batch at a time, so memory does not grow with the file.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO, Literal
+
+import zstandard
+
+Format = Literal["jsonl", "csv", "parquet"]
+# What a row's values are: JSON's already (JSONL), text to be typed (CSV), or Arrow's Python
+# values (Parquet: datetimes, maps as pairs), to be made JSON's.
+Values = Literal["json", "text", "arrow"]
+_COMPRESSIONS = (".gz", ".zst", ".zstd")
+_SUFFIXES: dict[str, Format] = {
+    ".jsonl": "jsonl",
+    ".ndjson": "jsonl",
+    ".json": "jsonl",
+    ".csv": "csv",
+    ".parquet": "parquet",
+    ".pq": "parquet",
+}
+GZIP_MAGIC, ZSTD_MAGIC = b"\x1f\x8b", b"\x28\xb5\x2f\xfd"
+PARQUET_BATCH_ROWS = 10_000
+
+
+class SourceError(ValueError):
+    """The file as a whole cannot be read (unknown format, unreadable): no row can be."""
+
+
+@dataclass(frozen=True)
+class SourceRow:
+    """One record of the file.  ``fields`` is None when the record is not an object at all
+    (bad JSON), and ``problem`` then says why."""
+
+    line: int
+    fields: dict[str, Any] | None
+    values: Values
+    problem: str | None = None
+
+
+def format_of(path: Path, given: Format | None = None) -> Format:
+    """The file's format: ``given``, else from its suffix under any compression suffix."""
+    if given is not None:
+        return given
+    suffixes = [s.lower() for s in path.suffixes]
+    while suffixes and suffixes[-1] in _COMPRESSIONS:
+        suffixes.pop()
+    found = _SUFFIXES.get(suffixes[-1]) if suffixes else None
+    if found is None:
+        raise SourceError(
+            f"{path}: cannot tell the format from the name; use --format jsonl|csv|parquet"
+        )
+    return found
+
+
+def open_decompressed(path: Path) -> BinaryIO:
+    """The file's bytes, decompressed by what its first bytes say (not its name)."""
+    with path.open("rb") as probe:
+        magic = probe.read(4)
+    if magic.startswith(GZIP_MAGIC):
+        return gzip.open(path, "rb")  # type: ignore[return-value]
+    raw = path.open("rb")
+    if magic == ZSTD_MAGIC:
+        return zstandard.ZstdDecompressor().stream_reader(raw, closefd=True)
+    return raw
+
+
+def read_rows(path: Path, fmt: Format) -> Iterator[SourceRow]:
+    if fmt == "parquet":
+        yield from _parquet_rows(path)
+        return
+    with open_decompressed(path) as stream:
+        text = io.TextIOWrapper(stream, encoding="utf-8", newline="")
+        yield from _jsonl_rows(text) if fmt == "jsonl" else _csv_rows(text)
+
+
+def row_count(path: Path, fmt: Format) -> int | None:
+    """Rows in the file when that is known without reading it (Parquet's footer), else None."""
+    if fmt != "parquet":
+        return None
+    import pyarrow.parquet as pq
+
+    return int(pq.ParquetFile(path).metadata.num_rows)
+
+
+def _jsonl_rows(text: io.TextIOWrapper) -> Iterator[SourceRow]:
+    for number, line in enumerate(text, start=1):
+        if not line.strip():
+            continue
+        try:
+            value = json.loads(line)
+        except json.JSONDecodeError as exc:
+            yield SourceRow(number, None, "json", f"invalid JSON: {exc.msg} (column {exc.colno})")
+            continue
+        if not isinstance(value, dict):
+            yield SourceRow(number, None, "json", "not a JSON object")
+            continue
+        yield SourceRow(number, value, "json")
+
+
+def _csv_rows(text: io.TextIOWrapper) -> Iterator[SourceRow]:
+    reader = csv.DictReader(text, strict=True)
+    start = 2  # the line the next record starts on (the header is line 1)
+    try:
+        for record in reader:
+            columns = len(reader.fieldnames or [])
+            if None in record:
+                yield SourceRow(start, None, "text", f"more values than the header's {columns}")
+            elif any(value is None for value in record.values()):
+                yield SourceRow(start, None, "text", f"fewer values than the header's {columns}")
+            else:
+                yield SourceRow(start, dict(record), "text")
+            start = reader.line_num + 1
+    except csv.Error as exc:
+        raise SourceError(f"line {reader.line_num}: CSV cannot be read on: {exc}") from None
+
+
+def _parquet_rows(path: Path) -> Iterator[SourceRow]:
+    import pyarrow.parquet as pq
+
+    number = 0
+    with pq.ParquetFile(path) as parquet:
+        # Maps as dicts is several times slower per row: only for a file that has one.
+        maps = "strict" if any(_has_map(f.type) for f in parquet.schema_arrow) else None
+        for batch in parquet.iter_batches(batch_size=PARQUET_BATCH_ROWS):
+            for record in batch.to_pylist(maps_as_pydicts=maps):
+                number += 1
+                yield SourceRow(number, record, "arrow")
+
+
+def _has_map(arrow_type: Any) -> bool:
+    import pyarrow as pa
+
+    if pa.types.is_map(arrow_type):
+        return True
+    if pa.types.is_struct(arrow_type):
+        return any(_has_map(arrow_type.field(i).type) for i in range(arrow_type.num_fields))
+    if pa.types.is_list(arrow_type) or pa.types.is_large_list(arrow_type):
+        return _has_map(arrow_type.value_type)
+    return False

@@ -1,0 +1,100 @@
+"""The README's "Backfill and export" works as written: its backfill session runs against the
+suite's broker, a worker and the test's database (named in the environment, as `feedbackflow
+dev` prints them), then its export session reads back what landed."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import sys
+from pathlib import Path
+
+import asyncpg
+import pyarrow.parquet as pq
+
+from ingest.metrics.registry import load_registry
+from tests.integration.harness import (
+    committed_to_the_end,
+    isolated_settings,
+    make_topics,
+    running_worker,
+    wait_for_count,
+    wait_until,
+)
+from workers.devstack.servers import TansuBroker
+from workers.settings import Settings
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+REPOSITORY_CONFIG = README.with_name("feedbackflow.toml")
+
+
+def _sh_block(containing: str) -> str:
+    blocks: list[str] = re.findall(r"```sh\n(.*?)```", README.read_text(), flags=re.DOTALL)
+    (block,) = [b for b in blocks if containing in b]
+    return block
+
+
+async def _run(script: str, settings: Settings, folder: Path) -> str:
+    env = {
+        **os.environ,
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+        "FEEDBACKFLOW_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
+        "FEEDBACKFLOW_KAFKA_IDEMPOTENCE": "false",
+        "FEEDBACKFLOW_DATABASE_URL": settings.database_url,
+        "FEEDBACKFLOW_TOPIC_PREFIX": settings.topic_prefix,
+        "FEEDBACKFLOW_CONFIG": str(REPOSITORY_CONFIG),
+    }
+    shell = await asyncio.create_subprocess_exec(
+        "bash",
+        "-euo",
+        "pipefail",
+        "-c",
+        script,
+        env=env,
+        cwd=folder,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(shell.communicate(), timeout=120)
+    assert shell.returncode == 0, err.decode()
+    return out.decode()
+
+
+async def test_the_readme_backfill_and_export_work_as_written(
+    kafka: TansuBroker, database_url: str, db: asyncpg.Connection, tmp_path: Path
+) -> None:
+    settings = isolated_settings(kafka.bootstrap, database_url)
+    await make_topics(settings)
+    async with running_worker(settings, load_registry(REPOSITORY_CONFIG)):
+        said = await _run(_sh_block("feedbackflow backfill"), settings, tmp_path)
+        assert "predictions.jsonl: 2 rows ok (2 predictions, 0 feedback) checked; 0 bad" in said
+        assert "predictions.jsonl: 2 rows ok (2 predictions, 0 feedback) published; 0 bad" in said
+        assert "thumbs.csv: 2 rows ok (0 predictions, 2 feedback) written; 1 bad" in said
+        assert "1 bad: value: metric 'haiku_rating' is boolean; got a string (line 4)" in said
+        await wait_until(lambda: committed_to_the_end(settings), within=60, what="the worker")
+        joined = "SELECT count(*) FROM feedbackflow.feedback WHERE status = 'joined'"
+        await wait_for_count(db, joined, 2)
+
+    said = await _run(_sh_block("feedbackflow export"), settings, tmp_path)
+    listed = [json.loads(line) for line in said.splitlines()]
+    # Both rated at one time: in feedback id order, which is derived from their content.
+    assert sorted((r["target"], r["value"], r["source_id"]) for r in listed) == [
+        ("req-1", True, "ann-1"),
+        ("req-2", False, "ann-1"),
+    ]
+    table = pq.read_table(tmp_path / "thumbs.parquet").to_pylist()
+    assert sorted(r["outputs"] for r in table) == [
+        '{"content":"snow snow snow snow snow"}',
+        '{"content":"soft rain on the roof"}',
+    ]
+    liked = [json.loads(line) for line in (tmp_path / "liked.jsonl").read_text().splitlines()]
+    assert liked == [
+        {
+            "messages": [
+                {"role": "user", "content": "a haiku about rain"},
+                {"role": "assistant", "content": "soft rain on the roof"},
+            ]
+        }
+    ]
