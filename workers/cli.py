@@ -1,9 +1,10 @@
-"""``feedbackflow``: migrate, worker, api, keys, topics, retention, backfill, export, dev, demo,
-schemas, dashboards.
+"""``feedbackflow``: the command line (Click), one command per process or job.
 
-Connection settings come from flags, then ``FEEDBACKFLOW_*`` environment variables, then
-defaults (``workers.settings``); the metric config from ``--config`` / ``FEEDBACKFLOW_CONFIG``.
-A command that cannot start says why in one line and exits with a code that says it
+migrate, worker, api, keys, topics, retention, backfill, export, dev, demo, schemas, dashboards.
+Every option that sets a setting is made from the settings object (``workers.settings``): its
+help names the ``FEEDBACKFLOW_*`` variable and shows the default.  A flag wins over the
+environment, which wins over the config file's ``[pipeline]`` table and the defaults.  A command
+that cannot start says why in one line and exits with a code that says it
 (``workers.host.startup.ExitCode``).
 """
 
@@ -11,12 +12,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import importlib.metadata
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any, TypeVar
+
+import click
 
 from ingest.backfill import command as backfill_command
 from ingest.metrics.registry import ConfigError, MetricRegistry, load_registry
@@ -35,21 +38,8 @@ from workers.postgres.retention import apply_retention
 from workers.settings import ENV_PREFIX, Settings
 
 log = logging.getLogger("feedbackflow")
-
-
-def _settings_from(args: argparse.Namespace, **overrides: object) -> Settings:
-    flags = {
-        "kafka_bootstrap": getattr(args, "kafka_bootstrap", None),
-        "database_url": getattr(args, "database_url", None),
-        "config": getattr(args, "config", None),
-        "topic_prefix": getattr(args, "topic_prefix", None),
-        "consumer_group": getattr(args, "group", None),
-        "http_port": getattr(args, "http_port", None),
-        "log_format": args.log_format,
-        "log_level": args.log_level,
-    }
-    flags.update(overrides)
-    return Settings.load(**flags)
+Command = TypeVar("Command", bound=Callable[..., Any])
+Decorator = Callable[[Command], Command]
 
 
 async def _migrate(settings: Settings) -> int:
@@ -72,21 +62,21 @@ async def _retention(settings: Settings, registry: MetricRegistry) -> int:
     return 0
 
 
-async def _keys(settings: Settings, args: argparse.Namespace) -> int:
+async def _keys(settings: Settings, action: str, **given: str) -> int:
     from workers.postgres import api_keys
 
     conn = await connect_postgres(settings)
     try:
-        if args.keys_command == "create":
-            key = await api_keys.create_key(conn, args.name, args.scopes.split(","))
+        if action == "create":
+            key = await api_keys.create_key(conn, given["name"], given["scopes"].split(","))
             print(key)
             print(
                 "This is the only time the key is shown; the gateway keeps only its hash.",
                 file=sys.stderr,
             )
             return 0
-        if args.keys_command == "revoke":
-            key_id = api_keys.key_id_of(args.key_id)
+        if action == "revoke":
+            key_id = api_keys.key_id_of(given["key_id"])
             if await api_keys.revoke_key(conn, key_id):
                 print(f"revoked {key_id}; the gateway refuses it within seconds")
                 return 0
@@ -103,21 +93,23 @@ async def _keys(settings: Settings, args: argparse.Namespace) -> int:
         await conn.close()
 
 
-def _api(settings: Settings, registry: MetricRegistry, args: argparse.Namespace) -> int:
+def _api(
+    settings: Settings, registry: MetricRegistry, flags: dict[str, Any], processes: int
+) -> int:
     from ingest.gateway.server import run_gateway
 
-    if args.processes > 1:
+    if processes > 1:
         # Each process loads the settings itself: what the flags said goes to the environment.
         given = {
-            "FEEDBACKFLOW_KAFKA_BOOTSTRAP": args.kafka_bootstrap,
-            "FEEDBACKFLOW_DATABASE_URL": args.database_url,
-            "FEEDBACKFLOW_CONFIG": str(args.config) if args.config else None,
-            "FEEDBACKFLOW_TOPIC_PREFIX": args.topic_prefix,
-            "FEEDBACKFLOW_GATEWAY__HOST": args.host,
-            "FEEDBACKFLOW_GATEWAY__PORT": None if args.port is None else str(args.port),
+            "FEEDBACKFLOW_KAFKA_BOOTSTRAP": flags.get("kafka_bootstrap"),
+            "FEEDBACKFLOW_DATABASE_URL": flags.get("database_url"),
+            "FEEDBACKFLOW_CONFIG": str(flags["config"]) if flags.get("config") else None,
+            "FEEDBACKFLOW_TOPIC_PREFIX": flags.get("topic_prefix"),
+            "FEEDBACKFLOW_GATEWAY__HOST": settings.gateway.host,
+            "FEEDBACKFLOW_GATEWAY__PORT": str(settings.gateway.port),
         }
         os.environ.update({name: value for name, value in given.items() if value is not None})
-    run_gateway(settings, registry, processes=args.processes)
+    run_gateway(settings, registry, processes=processes)
     return 0
 
 
@@ -151,12 +143,6 @@ async def _topics(settings: Settings, check: bool) -> int:
     return 1 if problems else 0
 
 
-def _setting_help(name: str, text: str) -> str:
-    """Help that names the environment variable and the default, from the settings object."""
-    default = Settings.model_fields[name].default
-    return f"{text} (env {ENV_PREFIX}{name.upper()}; default: {default})"
-
-
 DESCRIPTION = """\
 Join delayed feedback to ML/LLM predictions: Kafka in, windowed join, PostgreSQL out.
 
@@ -165,6 +151,7 @@ Settings: a flag, else a FEEDBACKFLOW_* environment variable, else the config fi
 """
 
 EPILOG = """\
+\b
 exit codes: 0 ok; 1 the command's own failure (a check that found problems, a mismatch);
 2 bad flags, settings or metric config; 3 PostgreSQL does not answer; 4 the database does not
 exist; 5 PostgreSQL refused the login; 6 the schema lacks migrations (run feedbackflow migrate);
@@ -173,130 +160,253 @@ listen on its host and port.
 """
 
 
-def _parser() -> argparse.ArgumentParser:
-    formatter = argparse.RawDescriptionHelpFormatter
-    parser = argparse.ArgumentParser(
-        prog="feedbackflow", description=DESCRIPTION, epilog=EPILOG, formatter_class=formatter
+def setting(name: str, *flags: str, what: str, **click_options: Any) -> Decorator[Any]:
+    """An option for the setting ``name``: its help names the environment variable and the
+    settings object's default, and an absent flag leaves the setting to the environment."""
+    default = Settings.model_fields[name].default
+    shown = default.value if hasattr(default, "value") else default
+    env = f"{ENV_PREFIX}{name.upper()}"
+    return click.option(
+        *flags, name, default=None, help=f"{what} (env {env}; default: {shown})", **click_options
     )
-    parser.add_argument("--version", action="version", version=f"feedbackflow {_version()}")
-    # Before or after the command: the command's parser leaves unset what was not given there.
-    logs = argparse.ArgumentParser(add_help=False)
-    for where, default in ((parser, None), (logs, argparse.SUPPRESS)):
-        where.add_argument(
-            "--log-format",
-            choices=["text", "json"],
-            default=default,
-            help=_setting_help("log_format", "log lines"),
-        )
-        where.add_argument(
-            "--log-level",
-            choices=["DEBUG", "INFO", "WARNING", "ERROR"],
-            default=default,
-            help=_setting_help("log_level", "least severe level logged"),
-        )
-    database = argparse.ArgumentParser(add_help=False)
-    database.add_argument(
-        "--database-url", help=_setting_help("database_url", "PostgreSQL URL (TLS: ?sslmode=)")
-    )
-    kafka = argparse.ArgumentParser(add_help=False)
-    kafka.add_argument(
-        "--kafka-bootstrap", help=_setting_help("kafka_bootstrap", "Kafka bootstrap servers")
-    )
-    kafka.add_argument(
+
+
+def _all(*decorators: Decorator[Any]) -> Decorator[Any]:
+    def apply(command: Command) -> Command:
+        for decorator in reversed(decorators):
+            command = decorator(command)
+        return command
+
+    return apply
+
+
+LOGS = _all(
+    setting("log_format", "--log-format", what="log lines", type=click.Choice(["text", "json"])),
+    setting(
+        "log_level",
+        "--log-level",
+        what="least severe level logged",
+        type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"]),
+    ),
+)
+DATABASE = setting("database_url", "--database-url", what="PostgreSQL URL (TLS: ?sslmode=)")
+KAFKA = _all(
+    setting("kafka_bootstrap", "--kafka-bootstrap", what="Kafka bootstrap servers"),
+    setting(
+        "topic_prefix",
         "--topic-prefix",
-        help=_setting_help(
-            "topic_prefix", "topics are PREFIX.predictions, .feedback, .dead-letter"
-        ),
-    )
-    config = argparse.ArgumentParser(add_help=False)
-    config.add_argument(
-        "--config",
-        type=Path,
-        help=_setting_help("config", "metric config ([metrics.*], [pipeline])"),
-    )
-    # What the running processes read: the database, the broker and the metric config.
-    common = argparse.ArgumentParser(add_help=False, parents=[database, kafka, config])
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    def command(name: str, text: str, *parents: argparse.ArgumentParser) -> argparse.ArgumentParser:
-        return sub.add_parser(
-            name,
-            parents=[*parents, logs],
-            help=text,
-            description=text,
-            formatter_class=formatter,
-        )
-
-    command("migrate", "apply the database migrations (safe to run twice, or at once)", database)
-    worker = command("worker", "run the stream worker: Kafka → windowed join → PostgreSQL", common)
-    worker.add_argument("--group", help=_setting_help("consumer_group", "consumer group"))
-    worker.add_argument(
-        "--http-port", type=int, help=_setting_help("http_port", "/metrics, /health and /ready")
-    )
-    api = command("api", "run the HTTP gateway (FastAPI)", common)
-    api.add_argument("--host", help="env FEEDBACKFLOW_GATEWAY__HOST (default: 127.0.0.1)")
-    api.add_argument("--port", type=int, help="env FEEDBACKFLOW_GATEWAY__PORT (default: 8080)")
-    api.add_argument(
-        "--processes", type=int, default=1, help="gateway processes sharing the port (default: 1)"
-    )
-    keys = command("keys", "the gateway's API keys", database)
-    keys_sub = keys.add_subparsers(dest="keys_command", required=True, metavar="ACTION")
-    create = keys_sub.add_parser("create", help="make a key and print it (once)")
-    create.add_argument("--name", required=True, help="who uses it, e.g. checkout-service")
-    create.add_argument(
-        "--scopes",
-        default="feedback",
-        help="comma-separated: predictions, feedback, admin (default: feedback)",
-    )
-    keys_sub.add_parser("list", help="every key: id, name, scopes, created, state")
-    revoke = keys_sub.add_parser("revoke", help="stop a key working (within seconds)")
-    revoke.add_argument("key_id", help="the key's id (or the whole key)")
-    topics = command(
-        "topics",
-        "create the topics (partitions, replication factor: FEEDBACKFLOW_KAFKA__PARTITIONS, "
-        "__REPLICATION_FACTOR) or check them",
-        kafka,
-    )
-    topics.add_argument(
-        "--check", action="store_true", help="create nothing; exit 1 if a topic is missing"
-    )
-    command(
-        "retention",
-        "expire pending feedback and drop day partitions past retention",
-        database,
-        config,
-    )
-    dev = command("dev", "embedded broker + PostgreSQL, migrate, run a worker and gateway", common)
-    dev.add_argument(
-        "--http-port", type=int, default=8000, help="worker's /metrics (default: 8000)"
-    )
-    demo = command("demo", "the haiku demo on the embedded stack; exits 0 if all adds up", common)
-    demo.add_argument(
-        "--predictions", type=int, default=3000, help="predictions to send (default: 3000)"
-    )
-    backfill_command.add_parser(sub, common)
-    export_command.add_parser(sub, common)
-    schemas = command("schemas", "write the wire-format JSON Schema files")
-    schemas.add_argument("--check", action="store_true", help="fail if the files are stale")
-    dashboards = sub.add_parser(
-        "dashboards", help="write the Grafana dashboards and Prometheus alert rules (deploy/)"
-    )
-    dashboards.add_argument("--check", action="store_true", help="fail if the files are stale")
-    return parser
+        what="topics are PREFIX.predictions, .feedback, .dead-letter",
+    ),
+)
+CONFIG = setting(
+    "config",
+    "--config",
+    what="metric config ([metrics.*], [pipeline])",
+    type=click.Path(path_type=Path),
+)
+# What the running processes read: the database, the broker and the metric config.
+COMMON = _all(DATABASE, KAFKA, CONFIG, LOGS)
+_SETTINGS = frozenset(Settings.model_fields)
 
 
-def _version() -> str:
-    try:
-        return importlib.metadata.version("feedbackflow")
-    except importlib.metadata.PackageNotFoundError:  # run from a checkout, not installed
-        return "unknown"
+def _settings(ctx: click.Context, /, given: dict[str, Any]) -> Settings:
+    """The settings, from the flags given to the command (and, for the log flags, to the
+    group before it: they may stand before or after the command's name)."""
+    flags = {**ctx.obj, **{k: v for k, v in given.items() if v is not None}}
+    settings = Settings.load(**{k: v for k, v in flags.items() if k in _SETTINGS})
+    setup_logging(settings.log_format, settings.log_level)
+    return settings
+
+
+def _with_registry(ctx: click.Context, /, given: dict[str, Any]) -> tuple[Settings, MetricRegistry]:
+    settings = _settings(ctx, given)
+    return settings, load_registry(settings.config)
+
+
+CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+
+@click.group(help=DESCRIPTION, epilog=EPILOG, context_settings=CONTEXT)
+@click.version_option(
+    None,
+    "--version",
+    package_name="feedbackflow",
+    prog_name="feedbackflow",
+    message="%(prog)s %(version)s",
+)
+@LOGS
+@click.pass_context
+def cli(ctx: click.Context, /, **given: Any) -> None:
+    ctx.obj = {k: v for k, v in given.items() if v is not None}
+
+
+@cli.command(help="apply the database migrations (safe to run twice, or at once)")
+@DATABASE
+@LOGS
+@click.pass_context
+def migrate(ctx: click.Context, /, **given: Any) -> int:
+    return asyncio.run(_migrate(_settings(ctx, given)))
+
+
+@cli.command(help="run the stream worker: Kafka -> windowed join -> PostgreSQL")
+@COMMON
+@setting("consumer_group", "--group", what="consumer group")
+@setting("http_port", "--http-port", what="/metrics, /health and /ready", type=int)
+@click.pass_context
+def worker(ctx: click.Context, /, **given: Any) -> int:
+    return _worker(*_with_registry(ctx, given))
+
+
+@cli.command(help="run the HTTP gateway (FastAPI)")
+@COMMON
+@click.option("--host", help="env FEEDBACKFLOW_GATEWAY__HOST (default: 127.0.0.1)")
+@click.option("--port", type=int, help="env FEEDBACKFLOW_GATEWAY__PORT (default: 8080)")
+@click.option(
+    "--processes",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="gateway processes sharing the port",
+)
+@click.pass_context
+def api(
+    ctx: click.Context, /, host: str | None, port: int | None, processes: int, **given: Any
+) -> int:
+    settings, registry = _with_registry(ctx, given)
+    gateway = settings.gateway.model_copy(
+        update={k: v for k, v in (("host", host), ("port", port)) if v is not None}
+    )
+    return _api(settings.model_copy(update={"gateway": gateway}), registry, given, processes)
+
+
+@cli.group(help="the gateway's API keys")
+@DATABASE
+@LOGS
+@click.pass_context
+def keys(ctx: click.Context, /, **given: Any) -> None:
+    ctx.obj = {**ctx.obj, **{k: v for k, v in given.items() if v is not None}}
+
+
+@keys.command("create", help="make a key and print it (once)")
+@click.option("--name", required=True, help="who uses it, e.g. checkout-service")
+@click.option(
+    "--scopes",
+    default="feedback",
+    show_default=True,
+    help="comma-separated: predictions, feedback, admin",
+)
+@click.pass_context
+def keys_create(ctx: click.Context, /, name: str, scopes: str) -> int:
+    return asyncio.run(_keys(_settings(ctx, {}), "create", name=name, scopes=scopes))
+
+
+@keys.command("list", help="every key: id, name, scopes, created, state")
+@click.pass_context
+def keys_list(ctx: click.Context, /) -> int:
+    return asyncio.run(_keys(_settings(ctx, {}), "list"))
+
+
+@keys.command("revoke", help="stop a key working (within seconds)")
+@click.argument("key_id")
+@click.pass_context
+def keys_revoke(ctx: click.Context, /, key_id: str) -> int:
+    return asyncio.run(_keys(_settings(ctx, {}), "revoke", key_id=key_id))
+
+
+@cli.command(
+    help="create the topics (partitions, replication factor: FEEDBACKFLOW_KAFKA__PARTITIONS, "
+    "__REPLICATION_FACTOR) or check them"
+)
+@KAFKA
+@LOGS
+@click.option("--check", is_flag=True, help="create nothing; exit 1 if a topic is missing")
+@click.pass_context
+def topics(ctx: click.Context, /, check: bool, **given: Any) -> int:
+    return asyncio.run(_topics(_settings(ctx, given), check))
+
+
+@cli.command(help="expire pending feedback and drop day partitions past retention")
+@DATABASE
+@CONFIG
+@LOGS
+@click.pass_context
+def retention(ctx: click.Context, /, **given: Any) -> int:
+    return asyncio.run(_retention(*_with_registry(ctx, given)))
+
+
+@cli.command(help=backfill_command.HELP)
+@COMMON
+@backfill_command.options
+@click.pass_context
+def backfill(ctx: click.Context, /, **given: Any) -> int:
+    settings, registry = _with_registry(ctx, given)
+    return backfill_command.run(settings, registry, argparse.Namespace(**given))
+
+
+@cli.command(help=export_command.HELP)
+@COMMON
+@export_command.options
+@click.pass_context
+def export(ctx: click.Context, /, **given: Any) -> int:
+    settings, registry = _with_registry(ctx, given)
+    return export_command.run(settings, registry, argparse.Namespace(**given))
+
+
+@cli.command(help="embedded broker + PostgreSQL, migrate, run a worker and gateway")
+@COMMON
+@click.option(
+    "--http-port",
+    "dev_http_port",
+    type=int,
+    default=8000,
+    show_default=True,
+    help="worker's /metrics",
+)
+@click.pass_context
+def dev(ctx: click.Context, /, dev_http_port: int, **given: Any) -> int:
+    from workers.devstack.dev import run_dev
+
+    return run_dev(_settings(ctx, given), dev_http_port)
+
+
+@cli.command(help="the haiku demo on the embedded stack; exits 0 if all adds up")
+@COMMON
+@click.option(
+    "--predictions", type=int, default=3000, show_default=True, help="predictions to send"
+)
+@click.pass_context
+def demo(ctx: click.Context, /, predictions: int, **given: Any) -> int:
+    from workers.devstack.demo import run_demo
+
+    return run_demo(_settings(ctx, given), predictions)
+
+
+@cli.command(help="write the wire-format JSON Schema files")
+@click.option("--check", is_flag=True, help="fail if the files are stale")
+def schemas(check: bool) -> int:
+    from ingest.wire.json_schema import write_schemas
+
+    return write_schemas(check=check)
+
+
+@cli.command(help="write the Grafana dashboards and Prometheus alert rules (deploy/)")
+@click.option("--check", is_flag=True, help="fail if the files are stale")
+def dashboards(check: bool) -> int:
+    from workers.dashboards.build import write_dashboards
+
+    return write_dashboards(check=check)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     setup_logging()
-    args = _parser().parse_args(argv)
     try:
-        return _dispatch(args)
+        result = cli.main(args=argv, prog_name="feedbackflow", standalone_mode=False)
+    except click.ClickException as exc:
+        exc.show()
+        return exc.exit_code
+    except click.Abort:
+        print("feedbackflow: interrupted", file=sys.stderr)
+        return 130
     except StartupFailure as exc:
         print(f"feedbackflow: {exc}", file=sys.stderr)
         return exc.code
@@ -306,72 +416,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as exc:  # pydantic's ValidationError of Settings, bad flags
         print(f"feedbackflow: {exc}", file=sys.stderr)
         return ExitCode.CONFIG
-
-
-def _logging_as_set(settings: Settings) -> Settings:
-    setup_logging(settings.log_format, settings.log_level)
-    return settings
-
-
-def _write_files(args: argparse.Namespace) -> int | None:
-    """The commands that write (or check) files the repository commits; None for the others."""
-    if args.command == "schemas":
-        from ingest.wire.json_schema import write_schemas
-
-        return write_schemas(check=args.check)
-    if args.command == "dashboards":
-        from workers.dashboards.build import write_dashboards
-
-        return write_dashboards(check=args.check)
-    return None
-
-
-def _retention_command(
-    settings: Settings, registry: MetricRegistry, _args: argparse.Namespace
-) -> int:
-    return asyncio.run(_retention(settings, registry))
-
-
-# Commands over the data, each given the settings, the metric registry and its arguments (the
-# backfill's and export's flags and run live in their own modules, which load nothing heavy).
-BATCH_COMMANDS = {
-    "retention": _retention_command,
-    "backfill": backfill_command.run,
-    "export": export_command.run,
-}
-
-
-def _dispatch(args: argparse.Namespace) -> int:
-    written = _write_files(args)
-    if written is not None:
-        return written
-    if args.command == "demo":
-        from workers.devstack.demo import run_demo
-
-        return run_demo(_logging_as_set(_settings_from(args)), args.predictions)
-    if args.command == "dev":
-        from workers.devstack.dev import run_dev
-
-        return run_dev(_logging_as_set(_settings_from(args)), args.http_port)
-    settings = _settings_from(args)
-    setup_logging(settings.log_format, settings.log_level)
-    if args.command == "migrate":
-        return asyncio.run(_migrate(settings))
-    if args.command == "keys":
-        return asyncio.run(_keys(settings, args))
-    if args.command == "topics":
-        return asyncio.run(_topics(settings, args.check))
-    registry = load_registry(settings.config)
-    if args.command in BATCH_COMMANDS:
-        return BATCH_COMMANDS[args.command](settings, registry, args)
-    if args.command == "api":
-        gateway = settings.gateway.model_copy(
-            update={k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
-        )
-        if args.processes < 1:
-            raise ValueError("--processes: at least 1")
-        return _api(settings.model_copy(update={"gateway": gateway}), registry, args)
-    return _worker(settings, registry)
+    return result if isinstance(result, int) else 0
 
 
 if __name__ == "__main__":

@@ -5,56 +5,71 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar
 
 import asyncpg
+import click
 from aiokafka.errors import KafkaError
 
 from ingest.metrics.registry import MetricRegistry
 from workers.settings import Settings
+
+Command = TypeVar("Command", bound=Callable[..., Any])
 
 # Flags only here: pyarrow and rich load when the command runs, not for every command.
 FORMATS = ("jsonl", "csv", "parquet")
 HELP = "load JSONL/CSV/Parquet history through Kafka or (--direct) into Postgres"
 
 
-def add_parser(
-    sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser
-) -> None:
-    parser = sub.add_parser("backfill", parents=[common], help=HELP, description=HELP)
-    parser.add_argument("files", nargs="+", type=Path, metavar="FILE")
-    parser.add_argument(
-        "--kind",
-        choices=("auto", "prediction", "feedback"),
-        default="auto",
-        help="what the rows are (auto: a 'kind' column, else a row with a metric is feedback)",
-    )
-    parser.add_argument("--format", choices=FORMATS, help="default: from the file name")
-    parser.add_argument(
-        "--map",
-        action="append",
-        default=[],
-        metavar="FIELD=COLUMN",
-        help="wire field from a column; dotted fields go inside objects (inputs.question=q)",
-    )
-    parser.add_argument(
-        "--set", action="append", default=[], metavar="FIELD=VALUE", help="same value every row"
-    )
-    parser.add_argument(
-        "--ignore", action="append", default=[], metavar="COLUMN", help="a column to leave out"
-    )
-    parser.add_argument(
-        "--mapping", type=Path, help="TOML file with a [backfill] table: columns, set, ignore"
-    )
-    parser.add_argument(
-        "--dry-run", action="store_true", help="check every row and report; write nothing"
-    )
-    parser.add_argument(
-        "--direct", action="store_true", help="write to Postgres through the worker's sink"
-    )
-    parser.add_argument("--rate", type=float, help="rows per second at most")
-    parser.add_argument("--batch-rows", type=int, help="rows written at once (default 5000)")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+def options(command: Command) -> Command:
+    """The command's arguments and flags (Click), on top of the common ones."""
+    for decorator in reversed(
+        [
+            click.argument(
+                "files", nargs=-1, required=True, type=click.Path(path_type=Path), metavar="FILE..."
+            ),
+            click.option(
+                "--kind",
+                type=click.Choice(["auto", "prediction", "feedback"]),
+                default="auto",
+                show_default=True,
+                help="what the rows are (auto: a 'kind' column, else a row with a metric is "
+                "feedback)",
+            ),
+            click.option(
+                "--format", type=click.Choice(FORMATS), help="default: from the file name"
+            ),
+            click.option(
+                "--map",
+                multiple=True,
+                metavar="FIELD=COLUMN",
+                help="wire field from a column; dotted fields go inside objects "
+                "(inputs.question=q)",
+            ),
+            click.option(
+                "--set", multiple=True, metavar="FIELD=VALUE", help="same value every row"
+            ),
+            click.option("--ignore", multiple=True, metavar="COLUMN", help="a column to leave out"),
+            click.option(
+                "--mapping",
+                type=click.Path(path_type=Path),
+                help="TOML file with a [backfill] table: columns, set, ignore",
+            ),
+            click.option(
+                "--dry-run", is_flag=True, help="check every row and report; write nothing"
+            ),
+            click.option(
+                "--direct", is_flag=True, help="write to Postgres through the worker's sink"
+            ),
+            click.option("--rate", type=float, help="rows per second at most"),
+            click.option("--batch-rows", type=int, help="rows written at once (default 5000)"),
+            click.option("--no-progress", is_flag=True, help="no progress bar"),
+        ]
+    ):
+        command = decorator(command)
+    return command
 
 
 def run(settings: Settings, registry: MetricRegistry, args: argparse.Namespace) -> int:
