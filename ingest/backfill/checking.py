@@ -12,7 +12,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 from pydantic_core import to_json
 
@@ -21,6 +21,7 @@ from ingest.backfill.sources import SourceRow
 from ingest.backfill.stable_ids import with_id
 from ingest.metrics.registry import FieldError, MetricRegistry
 from ingest.topics import TopicNames
+from ingest.wire.events import selector_text
 from workers.stream.decode import DecodedBatch, Decoder
 
 # The decoder's reason for a row past retention: counted on its own line of the report.
@@ -77,13 +78,19 @@ class RowChecker:
         registry: MetricRegistry,
         topics: TopicNames,
         retention: timedelta,
+        selectable_tags: Sequence[str] = (),
     ) -> None:
         self.mapping, self.kind, self.registry, self.topics = mapping, kind, registry, topics
-        self.decoder = Decoder(registry, topics, retention)
+        self.decoder = Decoder(registry, topics, retention, selectable_tags)
 
     def check(self, rows: Sequence[SourceRow], now: datetime) -> CheckedBatch:
         batch = CheckedBatch()
-        by_kind: dict[Kind, list[FileRecord]] = {"prediction": [], "feedback": []}
+        # Tag-selector feedback apart: the decoder makes it a row of its own kind.
+        by_kind: dict[Kind | Literal["selector"], list[FileRecord]] = {
+            "prediction": [],
+            "feedback": [],
+            "selector": [],
+        }
         originals: dict[int, SourceRow] = {}
         now_ms = int(now.timestamp() * 1000)
         for row in rows:
@@ -98,7 +105,8 @@ class RowChecker:
                 batch.rejects.append(Reject(row.line, exc.field, exc.reason, row.fields))
                 continue
             topic = self.topics.predictions if kind == "prediction" else self.topics.feedback
-            by_kind[kind].append(FileRecord(topic, 0, row.line, now_ms, None, value))
+            group = "selector" if "tag_selector" in event else kind
+            by_kind[group].append(FileRecord(topic, 0, row.line, now_ms, None, value))
         for records in by_kind.values():
             self._decode(records, now, originals, batch)
         batch.rejects.sort()
@@ -124,6 +132,8 @@ class RowChecker:
         if records[0].topic == self.topics.predictions:
             # One row per record, in order; the feedback list holds only embedded feedback.
             keys = [p.join_key or str(p.prediction_id) for p in decoded.predictions]
+        elif decoded.selectors:  # a group of selector feedback: each keyed by its selector
+            keys = [selector_text(s.selector) for s in decoded.selectors]
         else:
             keys = [
                 str(f.target_prediction_id or f.target_join_key or f.target_episode_id)
@@ -135,3 +145,4 @@ class RowChecker:
             )
         batch.decoded.predictions.extend(decoded.predictions)
         batch.decoded.feedback.extend(decoded.feedback)
+        batch.decoded.selectors.extend(decoded.selectors)

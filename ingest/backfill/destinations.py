@@ -63,19 +63,24 @@ class DirectDestination:
     @classmethod
     async def open(cls, settings: Settings) -> DirectDestination:
         conn = await asyncpg.connect(settings.database_url)
-        return cls(SinkConnection(conn, settings.pipeline.retention))
+        pipeline = settings.pipeline
+        return cls(
+            SinkConnection(conn, pipeline.retention, selectable_tags=pipeline.selectable_tags)
+        )
 
     async def write(self, batch: CheckedBatch) -> None:
         decoded = batch.decoded
         # An id given twice in one batch is one row, as in a window (workers.stream.window).
         predictions = {p.prediction_id.int: p for p in reversed(decoded.predictions)}
         feedback = {f.feedback_id.int: f for f in reversed(decoded.feedback)}
+        selectors = {s.feedback_id.int: s for s in reversed(decoded.selectors)}
         contents = WindowContents(
             list(predictions.values()),
             list(feedback.values()),
             [],
             {},
-            len(predictions) + len(feedback),
+            len(predictions) + len(feedback) + len(selectors),
+            list(selectors.values()),
         )
         if contents.empty:
             return

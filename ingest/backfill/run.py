@@ -52,7 +52,12 @@ async def backfill(settings: Settings, registry: MetricRegistry, options: Backfi
     """Every file in turn; 0 when every row was good, 1 when some were bad."""
     topics = TopicNames(settings.topic_prefix)
     checker = RowChecker(
-        options.mapping, options.kind, registry, topics, settings.pipeline.retention
+        options.mapping,
+        options.kind,
+        registry,
+        topics,
+        settings.pipeline.retention,
+        settings.pipeline.selectable_tags,
     )
     destination: Destination | None = None
     if not options.dry_run:

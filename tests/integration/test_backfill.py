@@ -393,3 +393,39 @@ async def test_a_direct_backfill_between_live_traffic_joins_both_ways(
         await ff.flush()
         await wait_for_count(db, status, PREDICTIONS, "joined")
     assert await count(db, "SELECT count(*) FROM feedbackflow.predictions") == PREDICTIONS
+
+
+async def test_a_tag_selector_in_a_file_joins_like_the_worker_joins_it(
+    database_url: str, db: asyncpg.Connection, tmp_path: Path
+) -> None:
+    """Selector feedback in a backfill is its own kind of row: keyed by its selector, written
+    through the worker's sink, and resolved into one feedback per matching prediction."""
+    now = datetime.now(UTC).replace(microsecond=0) - timedelta(days=1)
+    rows = [
+        {
+            "kind": "prediction",
+            "prediction_id": str(uuid.uuid4()),
+            "application": "chat",
+            "tags": {"session": session},
+            "timestamp": now.isoformat(),
+        }
+        for session in ("s-1", "s-1", "s-2")
+    ]
+    selector: dict[str, object] = {
+        "metric": "haiku_rating",
+        "tag_selector": ["session=s-1"],
+        "value": True,
+        "source": {"type": "human", "id": "ana"},
+        "timestamp": (now + timedelta(hours=1)).isoformat(),
+    }
+    path = tmp_path / "history.jsonl"
+    path.write_text("".join(json.dumps(row) + "\n" for row in [*rows, selector]))
+    settings = isolated_settings("127.0.0.1:1", database_url, selectable_tags=("session",))
+    assert await backfill(settings, metric_registry(), options(path, direct=True)) == 0
+    joined = await db.fetch(
+        "SELECT prediction_id::text AS p FROM feedbackflow.feedback WHERE status = 'joined'"
+    )
+    s1 = {row["prediction_id"] for row in rows[:2]}
+    assert {r["p"] for r in joined} == s1
+    status = await db.fetchval("SELECT status FROM feedbackflow.selector_feedback")
+    assert status == "joined"
