@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import shutil
+import ssl
 import subprocess
 import tempfile
 from collections.abc import AsyncIterator
@@ -72,11 +73,14 @@ class CuttableProxy:
     target_port: int
     port: int = field(default_factory=free_port)
     cut_off: bool = False
+    # Clients then speak TLS to the proxy, which speaks plain TCP to the target: a TLS listener
+    # in front of a broker that has none (tansu serves no TLS).
+    tls: ssl.SSLContext | None = None
     _server: asyncio.Server | None = None
     _writers: set[asyncio.StreamWriter] = field(default_factory=set)
 
     async def start(self) -> None:
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", self.port)
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", self.port, ssl=self.tls)
 
     async def stop(self) -> None:
         self.cut()
@@ -123,11 +127,14 @@ class CuttableProxy:
 
 
 @asynccontextmanager
-async def broker_behind_proxy() -> AsyncIterator[tuple[CuttableProxy, str]]:
+async def broker_behind_proxy(
+    tls: ssl.SSLContext | None = None,
+) -> AsyncIterator[tuple[CuttableProxy, str]]:
     """A tansu broker of the test's own that clients reach only through a ``CuttableProxy``
-    (it advertises the proxy's port); yields the proxy and the bootstrap address."""
+    (it advertises the proxy's port; with ``tls``, over TLS); yields the proxy and the
+    bootstrap address."""
     broker_port = free_port()
-    proxy = CuttableProxy(broker_port)
+    proxy = CuttableProxy(broker_port, tls=tls)
     await proxy.start()
     broker = start_tansu(broker_port, advertised_port=proxy.port)
     try:
