@@ -37,6 +37,8 @@ class FirstBytes:
 
     port: int = 0
     seen: list[bytes] = field(default_factory=list)
+    # Set at the first connection's first bytes.
+    arrived: asyncio.Event = field(default_factory=asyncio.Event)
 
     @property
     def tls(self) -> list[bool]:
@@ -51,6 +53,7 @@ async def first_bytes_listener() -> AsyncIterator[FirstBytes]:
         with contextlib.suppress(OSError, asyncio.IncompleteReadError, TimeoutError):
             async with asyncio.timeout(5):
                 record.seen.append(await reader.readexactly(3))
+                record.arrived.set()
         writer.close()
 
     server = await asyncio.start_server(on_connection, "127.0.0.1", 0)
@@ -71,50 +74,57 @@ def _tls_settings(port: int, ca: Path) -> Settings:
     )
 
 
-async def _attempt(connect: Callable[[Settings], Awaitable[Any]], settings: Settings) -> None:
+Connect = Callable[[Settings, FirstBytes], Awaitable[Any]]
+
+
+async def _attempt(connect: Connect, settings: Settings, listener: FirstBytes) -> None:
     """Run ``connect`` until it gives up: the listener is no broker."""
     with contextlib.suppress(Exception):
         async with asyncio.timeout(10):
-            await connect(settings)
+            await connect(settings, listener)
 
 
-async def _sdk(settings: Settings) -> None:
+async def _sdk(settings: Settings, _listener: FirstBytes) -> None:
     await FeedbackflowProducer(settings=settings).start()
 
 
-async def _admin(settings: Settings) -> None:
+async def _admin(settings: Settings, _listener: FirstBytes) -> None:
     await create_topics(settings, TopicNames())
 
 
-async def _gateway(settings: Settings) -> None:
+async def _startup(settings: Settings, _listener: FirstBytes) -> None:
+    await check_kafka(settings)
+
+
+async def _gateway(settings: Settings, listener: FirstBytes) -> None:
+    """The publisher connects in the background: wait until the listener has seen it."""
     publisher = KafkaPublisher(settings, timeout=1)
     await publisher.start()
     try:
-        await asyncio.sleep(1.5)  # it retries in the background; two attempts at least
+        async with asyncio.timeout(10):
+            await listener.arrived.wait()
     finally:
         await publisher.stop()
 
 
 @pytest.mark.parametrize(
-    "connect", [_sdk, _admin, check_kafka, _gateway], ids=["sdk", "admin", "startup", "gateway"]
+    "connect", [_sdk, _admin, _startup, _gateway], ids=["sdk", "admin", "startup", "gateway"]
 )
-async def test_each_client_starts_with_a_tls_handshake(
-    connect: Callable[[Settings], Awaitable[Any]], tmp_path: Path
-) -> None:
+async def test_each_client_starts_with_a_tls_handshake(connect: Connect, tmp_path: Path) -> None:
     ca = self_signed_certificate(tmp_path).cert
     async with first_bytes_listener() as listener:
-        await _attempt(connect, _tls_settings(listener.port, ca))
+        await _attempt(connect, _tls_settings(listener.port, ca), listener)
         plain = await _plaintext_control(connect, ca)
     assert listener.tls, "nothing connected"
     assert all(listener.tls), listener.seen
     assert plain, "the control (PLAINTEXT) sent a Kafka request in the clear"
 
 
-async def _plaintext_control(connect: Callable[[Settings], Awaitable[Any]], ca: Path) -> bool:
+async def _plaintext_control(connect: Connect, ca: Path) -> bool:
     """The same client without TLS sends plaintext: the listener tells the two apart."""
     async with first_bytes_listener() as control:
         plain = _tls_settings(control.port, ca).model_copy(update={"kafka": KafkaSettings()})
-        await _attempt(connect, plain)
+        await _attempt(connect, plain, control)
     return bool(control.seen) and not any(control.tls)
 
 

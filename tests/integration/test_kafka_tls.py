@@ -5,8 +5,6 @@ what they send lands joined in Postgres.  A client without the CA is refused."""
 
 from __future__ import annotations
 
-import datetime as dt
-import ipaddress
 import ssl
 import uuid
 from pathlib import Path
@@ -14,10 +12,6 @@ from pathlib import Path
 import asyncpg
 import pytest
 from aiokafka.errors import KafkaConnectionError
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from ingest.kafka_client import KafkaSettings
 from ingest.sdk.producer import FeedbackflowProducer
@@ -29,44 +23,14 @@ from tests.integration.harness import (
     running_worker,
     wait_for_count,
 )
-
-
-def self_signed(folder: Path) -> tuple[Path, Path]:
-    """A certificate for 127.0.0.1 (its own CA) and its key, as PEM files."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "feedbackflow test broker")])
-    now = dt.datetime.now(dt.UTC)
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-            critical=False,
-        )
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    cert_path, key_path = folder / "broker.pem", folder / "broker.key"
-    cert_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return cert_path, key_path
+from tests.unit.certificates import self_signed_certificate
 
 
 async def test_the_sdk_and_the_worker_speak_tls_to_the_broker_and_verify_it(
     database_url: str, db: asyncpg.Connection, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    cert, key = self_signed(tmp_path)
+    pair = self_signed_certificate(tmp_path)
+    cert, key = pair.cert, pair.key
     listener = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     listener.load_cert_chain(cert, key)
     async with broker_behind_proxy(tls=listener) as (_proxy, bootstrap):

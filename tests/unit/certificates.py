@@ -36,6 +36,9 @@ def self_signed_certificate(directory: Path, name: str = "ffca") -> CertificateP
             f"/CN={name}",
             "-addext",
             "basicConstraints=critical,CA:TRUE",
+            # Valid for the address the tests' listeners use, so hostnames are checked too.
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
         ],
         check=True,
         capture_output=True,

@@ -7,10 +7,9 @@ serves ``/metrics``.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
 import asyncpg
@@ -23,7 +22,7 @@ from workers.clock import Clock, SystemClock
 from workers.health import PipelineHealth
 from workers.host.startup import ensure_schema
 from workers.host.waiting import until_it_answers
-from workers.postgres.metric_definitions import MetricDefinitions
+from workers.postgres.metric_definitions import kept_fresh
 from workers.postgres.retention import apply_retention
 from workers.postgres.sink import PostgresSink
 from workers.settings import Settings
@@ -126,6 +125,19 @@ class Worker:
             self.stopping,
             self.health,
         )
+        decoder = Decoder(self.registry, self.topics, pipeline.retention, pipeline.selectable_tags)
+        async with kept_fresh(
+            settings.database_url,
+            self.registry,
+            decoder.use,
+            settings.metric_refresh_seconds,
+        ) as refresh_metrics:
+            await self._consume(decoder, refresh_metrics)
+
+    async def _consume(
+        self, decoder: Decoder, refresh_metrics: Callable[[], Awaitable[object]]
+    ) -> None:
+        settings, pipeline = self.settings, self.settings.pipeline
         consumer = AIOKafkaConsumer(
             **client_options(settings),
             group_id=settings.consumer_group,
@@ -145,15 +157,6 @@ class Worker:
         self.sink = sink = PostgresSink(
             settings.database_url, pipeline.retention, pipeline.selectable_tags
         )
-        decoder = Decoder(self.registry, self.topics, pipeline.retention, pipeline.selectable_tags)
-        metrics = MetricDefinitions(self.registry, on_change=decoder.use)
-        metrics_pool = await asyncpg.create_pool(settings.database_url, min_size=0, max_size=1)
-        with contextlib.suppress(OSError, asyncpg.PostgresError):
-            await metrics.refresh(metrics_pool)  # else keep_fresh and the recheck try again
-        refreshing = asyncio.create_task(
-            metrics.keep_fresh(metrics_pool, settings.metric_refresh_seconds),
-            name="refresh-metrics",
-        )
         parts = ChainParts(
             consumer=consumer,
             decoder=decoder,
@@ -164,7 +167,7 @@ class Worker:
             pipeline=pipeline,
             partition_of=TopicPartition,
             health=self.health,
-            refresh_metrics=lambda: metrics.refresh(metrics_pool),
+            refresh_metrics=refresh_metrics,
         )
         self.loop = ConsumerLoop(
             consumer,
@@ -196,12 +199,9 @@ class Worker:
         try:
             await self.loop.run(self.stopping)
         finally:
-            refreshing.cancel()
-            await asyncio.gather(refreshing, return_exceptions=True)
             await consumer.stop()
             await producer.stop()
             await sink.close()
-            await metrics_pool.close()
 
     async def _migrate(self) -> None:
         conn = await asyncpg.connect(self.settings.database_url)

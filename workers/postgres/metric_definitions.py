@@ -13,9 +13,11 @@ whoever holds one (the worker's decoder, the gateway's admission) only when some
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import asynccontextmanager
 from typing import Any
 
 import asyncpg
@@ -122,3 +124,28 @@ class MetricDefinitions:
                     log.warning("cannot read metric definitions, keeping the last ones: %r", exc)
                 away = True
             await asyncio.sleep(every_seconds)
+
+
+@asynccontextmanager
+async def kept_fresh(
+    database_url: str,
+    configured: MetricRegistry,
+    on_change: Callable[[MetricRegistry], None],
+    every_seconds: float,
+) -> AsyncIterator[Callable[[], Awaitable[MetricRegistry]]]:
+    """A process's metric definitions, read at once (when the database answers) and every
+    ``every_seconds`` while the block runs, on a pool of one connection that the block closes;
+    yields the call that re-reads them now."""
+    metrics = MetricDefinitions(configured, on_change)
+    pool = await asyncpg.create_pool(database_url, min_size=0, max_size=1)
+    try:
+        with contextlib.suppress(OSError, asyncpg.PostgresError):
+            await metrics.refresh(pool)  # else the task below keeps trying
+        refreshing = asyncio.create_task(metrics.keep_fresh(pool, every_seconds))
+        try:
+            yield lambda: metrics.refresh(pool)
+        finally:
+            refreshing.cancel()
+            await asyncio.gather(refreshing, return_exceptions=True)
+    finally:
+        await pool.close()
