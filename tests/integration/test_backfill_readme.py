@@ -4,11 +4,7 @@ dev` prints them), then its export session reads back what landed."""
 
 from __future__ import annotations
 
-import asyncio
 import json
-import os
-import re
-import sys
 from pathlib import Path
 
 import asyncpg
@@ -23,43 +19,24 @@ from tests.integration.harness import (
     wait_for_count,
     wait_until,
 )
+from tests.integration.test_readme_examples import (
+    REPOSITORY_CONFIG,
+    _block,
+    run_shell_session,
+)
 from workers.devstack.servers import TansuBroker
 from workers.settings import Settings
-
-README = Path(__file__).resolve().parents[2] / "README.md"
-REPOSITORY_CONFIG = README.with_name("feedbackflow.toml")
-
-
-def _sh_block(containing: str) -> str:
-    blocks: list[str] = re.findall(r"```sh\n(.*?)```", README.read_text(), flags=re.DOTALL)
-    (block,) = [b for b in blocks if containing in b]
-    return block
 
 
 async def _run(script: str, settings: Settings, folder: Path) -> str:
     env = {
-        **os.environ,
-        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
         "FEEDBACKFLOW_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
         "FEEDBACKFLOW_KAFKA_IDEMPOTENCE": "false",
         "FEEDBACKFLOW_DATABASE_URL": settings.database_url,
         "FEEDBACKFLOW_TOPIC_PREFIX": settings.topic_prefix,
         "FEEDBACKFLOW_CONFIG": str(REPOSITORY_CONFIG),
     }
-    shell = await asyncio.create_subprocess_exec(
-        "bash",
-        "-euo",
-        "pipefail",
-        "-c",
-        script,
-        env=env,
-        cwd=folder,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await asyncio.wait_for(shell.communicate(), timeout=120)
-    assert shell.returncode == 0, err.decode()
-    return out.decode()
+    return await run_shell_session(script, env, cwd=folder)
 
 
 async def test_the_readme_backfill_and_export_work_as_written(
@@ -68,7 +45,7 @@ async def test_the_readme_backfill_and_export_work_as_written(
     settings = isolated_settings(kafka.bootstrap, database_url)
     await make_topics(settings)
     async with running_worker(settings, load_registry(REPOSITORY_CONFIG)):
-        said = await _run(_sh_block("feedbackflow backfill"), settings, tmp_path)
+        said = await _run(_block("sh", "feedbackflow backfill"), settings, tmp_path)
         assert "predictions.jsonl: 2 rows ok (2 predictions, 0 feedback) checked; 0 bad" in said
         assert "predictions.jsonl: 2 rows ok (2 predictions, 0 feedback) published; 0 bad" in said
         assert "thumbs.csv: 2 rows ok (0 predictions, 2 feedback) written; 1 bad" in said
@@ -77,7 +54,7 @@ async def test_the_readme_backfill_and_export_work_as_written(
         joined = "SELECT count(*) FROM feedbackflow.feedback WHERE status = 'joined'"
         await wait_for_count(db, joined, 2)
 
-    said = await _run(_sh_block("feedbackflow export"), settings, tmp_path)
+    said = await _run(_block("sh", "feedbackflow export"), settings, tmp_path)
     listed = [json.loads(line) for line in said.splitlines()]
     # Both rated at one time: in feedback id order, which is derived from their content.
     assert sorted((r["target"], r["value"], r["source_id"]) for r in listed) == [

@@ -23,7 +23,12 @@ import pytest
 from ingest.metrics.registry import load_registry
 from tests.integration.gateway import bearer, new_key, running_gateway, with_gateway
 from tests.integration.harness import count, live_pipeline, wait_for_count
-from tests.integration.test_readme_examples import README_GATEWAY, REPOSITORY_CONFIG, _block
+from tests.integration.test_readme_examples import (
+    README_GATEWAY,
+    REPOSITORY_CONFIG,
+    _block,
+    run_shell_session,
+)
 from workers.devstack.servers import TansuBroker
 
 LOG10 = str(Path(sys.executable).with_name("log10"))
@@ -248,24 +253,7 @@ async def test_the_readme_log10_session_works_as_written(
         running_gateway(with_gateway(live.settings), registry) as url,
     ):
         script = _block("sh", "log10 feedback-task create").replace(README_GATEWAY, url)
-        env = {
-            **os.environ,
-            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-            "FEEDBACKFLOW_DATABASE_URL": database_url,
-        }
-        shell = await asyncio.create_subprocess_exec(
-            "bash",
-            "-euo",
-            "pipefail",
-            "-c",
-            script,
-            cwd=tmp_path,
-            env=env,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-        )
-        _, err = await shell.communicate()
-        assert shell.returncode == 0, err.decode()
+        await run_shell_session(script, {"FEEDBACKFLOW_DATABASE_URL": database_url}, cwd=tmp_path)
         await wait_for_count(
             db, "SELECT count(*) FROM feedbackflow.feedback WHERE status = 'joined'", 2
         )

@@ -176,6 +176,8 @@ def test_the_readme_join_key_example_holds() -> None:
 
 REPOSITORY_CONFIG = README.with_name("feedbackflow.toml")
 README_GATEWAY = "http://127.0.0.1:8080"
+# The longest a README shell session may take on a loaded machine.
+SHELL_SESSION_SECONDS = 180
 
 
 async def test_the_readme_gateway_session_and_tensorzero_client_work_as_written(
@@ -186,24 +188,8 @@ async def test_the_readme_gateway_session_and_tensorzero_client_work_as_written(
     await make_topics(settings)
     async with running_worker(settings, registry), running_gateway(settings, registry) as url:
         script = _block("sh", "Idempotency-Key").replace(README_GATEWAY, url)
-        env = {
-            **os.environ,
-            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-            "FEEDBACKFLOW_DATABASE_URL": database_url,
-        }
-        shell = await asyncio.create_subprocess_exec(
-            "bash",
-            "-euo",
-            "pipefail",
-            "-c",
-            script,
-            env=env,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-        )
-        out, err = await shell.communicate()
-        assert shell.returncode == 0, err.decode()
-        answers = [json.loads(line) for line in out.decode().splitlines()]
+        out = await run_shell_session(script, {"FEEDBACKFLOW_DATABASE_URL": database_url})
+        answers = [json.loads(line) for line in out.splitlines()]
         prediction, stars, stars_again, mistake, batch, thumbs = answers
         assert prediction["join_key"] == "req-42"
         assert stars == stars_again
@@ -248,6 +234,29 @@ async def _when_stored(db: asyncpg.Connection, join_key: str) -> uuid.UUID:
 
     await wait_until(stored, what=f"the prediction {join_key} to be stored")
     return found[0]
+
+
+async def run_shell_session(script: str, env: dict[str, str], cwd: Path | None = None) -> str:
+    """A README shell session run as written by bash (-euo pipefail), with this virtualenv's
+    commands on the PATH and ``env`` over the environment; its standard output."""
+    shell = await asyncio.create_subprocess_exec(
+        "bash",
+        "-euo",
+        "pipefail",
+        "-c",
+        script,
+        env={
+            **os.environ,
+            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+            **env,
+        },
+        cwd=cwd,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(shell.communicate(), timeout=SHELL_SESSION_SECONDS)
+    assert shell.returncode == 0, err.decode()
+    return out.decode()
 
 
 def _run_with_env(code: str, env: dict[str, str]) -> None:
