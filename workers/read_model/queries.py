@@ -452,7 +452,8 @@ _JSON_FIELDS = frozenset({"value_json", "inputs", "outputs"})
 @dataclass(frozen=True)
 class Selection:
     """What a query reads: the range [time_from, time_to) and filters (None keeps all).  The
-    grain is the range's unless one is asked for; a filter a query does not take is refused."""
+    grain is the range's unless one is asked for (latest_comments reads rows, not rollups, and
+    has none); a filter a query does not take is refused."""
 
     time_from: datetime
     time_to: datetime
@@ -472,8 +473,6 @@ class Selection:
             if values is not None and name not in query.parameters:
                 raise ValueError(f"query {query.name!r} takes no filter on {name}")
             given[name] = None if values is None else list(values)
-        if self.grain is not None and "grain" not in query.parameters:
-            raise ValueError(f"query {query.name!r} reads the whole range: it takes no grain")
         return given
 
 

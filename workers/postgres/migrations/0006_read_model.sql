@@ -43,8 +43,16 @@ RETURNS double precision LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
                 ELSE 'Infinity'::double precision END
 $$;
 
--- The q-quantile of a histogram (upper bounds ascending, counts), interpolated linearly inside
--- the bin where it falls (the first bin starts at 0); in the +inf bin, that bin's lower bound.
+-- The same bounds as an array, for the quantiles.
+CREATE FUNCTION feedbackflow.delay_bounds()
+RETURNS double precision[] LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT ARRAY[60, 300, 900, 3600, 21600, 86400, 259200, 604800, 2592000, 7776000,
+                 'Infinity']::double precision[]
+$$;
+
+-- The q-quantile of a delay histogram (the upper bounds of its non-empty bins, ascending, and
+-- their counts), interpolated linearly inside the bin where it falls, from the bound below it
+-- (feedbackflow.delay_bounds; 0 below the first); in the +inf bin, that bin's lower bound.
 CREATE FUNCTION feedbackflow.histogram_quantile(
     q double precision, bounds double precision[], counts numeric[])
 RETURNS double precision LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE AS $$
@@ -63,6 +71,8 @@ BEGIN
     END IF;
     rank := q::numeric * total;
     FOR i IN 1 .. array_length(counts, 1) LOOP
+        lower := coalesce((SELECT max(b) FROM unnest(feedbackflow.delay_bounds()) b
+                           WHERE b < bounds[i]), 0);
         IF counts[i] > 0 AND seen + counts[i] >= rank THEN
             IF bounds[i] = 'Infinity'::double precision THEN
                 RETURN lower;
@@ -70,7 +80,6 @@ BEGIN
             RETURN lower + (bounds[i] - lower) * ((rank - seen) / counts[i])::double precision;
         END IF;
         seen := seen + counts[i];
-        lower := bounds[i];
     END LOOP;
     RETURN lower;
 END
