@@ -4,7 +4,7 @@ a rebuild from the remaining days makes."""
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import asyncpg
 
@@ -69,3 +69,29 @@ async def test_expiry_and_retention_keep_the_rollups_equal_to_a_rebuild(
     assert [r for t in HELPER_TABLES for r in trimmed[t]] == []
     assert len(trimmed["prediction_coverage_rollup"]) == 3  # its 5m, 1h and 1d rows
     assert trimmed == await rebuilt_state(db)
+
+
+async def test_retention_itself_expiring_feedback_moves_it_from_pending_to_expired(
+    kafka: TansuBroker, database_url: str, db: asyncpg.Connection
+) -> None:
+    # Minute 5 of an hour: a minute past the retention after it, its day is still kept.
+    sent = (datetime.now(UTC) - timedelta(hours=1)).replace(minute=5, second=0, microsecond=0)
+    async with live_pipeline(kafka.bootstrap, database_url) as live:
+        await live.ff.log_feedback(
+            metric="haiku_score",
+            join_key="never",
+            value=5,
+            source={"type": "human", "id": "alice"},
+            timestamp=sent,
+        )
+        await live.ff.flush()
+        await wait_for_count(
+            db, "SELECT count(*) FROM feedbackflow.feedback WHERE status = 'pending'", 1
+        )
+    retention = live.settings.pipeline.retention
+    result = await apply_retention(db, retention, sent + retention + timedelta(minutes=1))
+    assert (result.expired, result.dropped) == (1, [])
+    around = queries.Selection(sent - timedelta(hours=1), sent + timedelta(hours=1))
+    [expired] = await queries.backlog(db, around)
+    assert (expired.pending_count, expired.expired_count) == (0, 1)
+    assert await read_model_state(db) == await rebuilt_state(db)
