@@ -1,6 +1,7 @@
 """``feedbackflow``: the command line (Click), one command per process or job.
 
-migrate, worker, api, keys, topics, retention, backfill, export, dev, demo, schemas, dashboards.
+migrate, worker, api, keys, topics, retention, read-model, backfill, export, dev, demo, schemas,
+dashboards.
 Every option that sets a setting is made from the settings object (``workers.settings``): its
 help names the ``FEEDBACKFLOW_*`` variable and shows the default.  A flag wins over the
 environment, which wins over the config file's ``[pipeline]`` table and the defaults.  A command
@@ -59,6 +60,18 @@ async def _retention(settings: Settings, registry: MetricRegistry) -> int:
         f"retention: expired {result.expired} pending feedback; dropped "
         f"{len(result.dropped)} partitions {result.dropped}"
     )
+    return 0
+
+
+async def _read_model_rebuild(settings: Settings) -> int:
+    from workers.read_model.rebuild import rebuild
+
+    conn = await connect_postgres(settings)
+    try:
+        counts = await rebuild(conn)
+    finally:
+        await conn.close()
+    print("read-model rebuild: " + ", ".join(f"{t} {n} rows" for t, n in counts.items()))
     return 0
 
 
@@ -332,6 +345,21 @@ def topics(ctx: click.Context, /, check: bool, **given: Any) -> int:
 @click.pass_context
 def retention(ctx: click.Context, /, **given: Any) -> int:
     return asyncio.run(_retention(*_with_registry(ctx, given)))
+
+
+@cli.group("read-model", help="the rollups the dashboards and the report read")
+def read_model() -> None:
+    pass
+
+
+@read_model.command(
+    "rebuild", help="recompute every rollup from feedback and predictions (windows wait)"
+)
+@DATABASE
+@LOGS
+@click.pass_context
+def read_model_rebuild(ctx: click.Context, /, **given: Any) -> int:
+    return asyncio.run(_read_model_rebuild(_settings(ctx, given)))
 
 
 @cli.command(help=backfill_command.HELP)

@@ -27,6 +27,7 @@ from functools import cache
 from typing import Literal
 
 from workers import time_spans
+from workers.postgres.read_model_changes import CHANGE_COLUMNS, RETURNED, note_changes
 from workers.stream.decode import DeadLetter, FeedbackRow, PredictionRow
 from workers.time_spans import sql_interval
 
@@ -314,7 +315,8 @@ WITH resolved AS (
            extract(epoch FROM ts - found_ts),
            CASE WHEN status <> 'pending' THEN $4::timestamptz END
     FROM resolved
-    RETURNING feedback_id, join_key, ts, status, {_TARGET}
+    RETURNING {RETURNED}, {_TARGET}
+), noted AS ({note_changes("inserted", was_pending=False)}
 ), queued AS (
     INSERT INTO feedbackflow.pending_feedback (feedback_id, join_key, ts, {_TARGET})
     SELECT feedback_id, join_key, ts, {_TARGET} FROM inserted WHERE status = 'pending'
@@ -399,7 +401,8 @@ WITH found AS (
     FROM found
     WHERE found.status <> 'pending' AND {_same_feedback("f", "found")}
       AND f.status = 'pending' AND f.ts >= $3 AND f.ts <= $4
-    RETURNING f.feedback_id, f.join_key, f.ts, f.status
+    RETURNING {cols(CHANGE_COLUMNS, "f")}
+), noted AS ({note_changes("updated", was_pending=True)}
 ), dequeued AS (
     DELETE FROM feedbackflow.pending_feedback q USING updated u
     WHERE {_same_feedback("q", "u")}

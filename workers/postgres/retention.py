@@ -12,8 +12,15 @@ from datetime import UTC, datetime, timedelta
 
 import asyncpg
 
-from workers.postgres import join_sql, selector_sql
+from workers.postgres import join_sql, read_model_sql, selector_sql
 from workers.postgres.partitions import PARTITIONED_TABLES, existing_partitions
+
+
+def first_day_kept(horizon: datetime) -> datetime:
+    """The start of the oldest day partition retention keeps: a day goes once it ends by the
+    horizon."""
+    utc = horizon.astimezone(UTC)
+    return datetime(utc.year, utc.month, utc.day, tzinfo=UTC)
 
 
 @dataclass(frozen=True)
@@ -26,7 +33,14 @@ async def apply_retention(
     conn: asyncpg.Connection, retention: timedelta, now: datetime
 ) -> RetentionResult:
     horizon = now - retention
-    status = await conn.execute(join_sql.EXPIRE_UNMATCHED, horizon, now)
+    # Under the resolution lock, like a window: the read model notes what expiry changes
+    # (workers.postgres.read_model_sql), and no window resolves it meanwhile.
+    async with conn.transaction():
+        await conn.execute(join_sql.RESOLUTION_LOCK)
+        await conn.execute(read_model_sql.CREATE_WORK_TABLES)
+        await conn.execute(read_model_sql.NOTE_EXPIRY, horizon)
+        status = await conn.execute(join_sql.EXPIRE_UNMATCHED, horizon, now)
+        await conn.execute(read_model_sql.APPLY_CHANGES)
     expired = int(status.rsplit(" ", 1)[-1])
     status = await conn.execute(selector_sql.EXPIRE_SELECTORS, horizon, now)
     expired += int(status.rsplit(" ", 1)[-1])
@@ -37,4 +51,6 @@ async def apply_retention(
             if day_end <= horizon:
                 await conn.execute(f"DROP TABLE IF EXISTS feedbackflow.{name}")
                 dropped.append(name)
+    # The rollups and their helper tables, from the first day the partitions keep.
+    await conn.execute(read_model_sql.TRIM, first_day_kept(horizon))
     return RetentionResult(expired, dropped)

@@ -23,6 +23,7 @@ from workers.postgres.join_sql import (
     cols,
     staged,
 )
+from workers.postgres.read_model_changes import RETURNED, note_changes
 from workers.stream.decode import SelectorRow
 from workers.time_spans import sql_interval
 
@@ -108,8 +109,9 @@ expanded AS (
            extract(epoch FROM q.ts - m.prediction_ts), $1::timestamptz
     FROM matches m JOIN selectors q USING (feedback_id, ts)
     ON CONFLICT DO NOTHING
-    RETURNING 1
+    RETURNING {RETURNED}
 ),
+noted AS ({note_changes("expanded", was_pending=False)}),
 marked AS (
     UPDATE feedbackflow.selector_feedback f SET
         status = 'joined',

@@ -19,7 +19,7 @@ from operator import itemgetter
 
 import asyncpg
 
-from workers.postgres import join_sql, selector_sql
+from workers.postgres import join_sql, read_model_sql, selector_sql
 from workers.postgres.partitions import PartitionCatalog, day_of, days_of
 from workers.postgres.selectors import SelectorStep
 from workers.stream.decode import FeedbackRow, PredictionRow, SelectorRow, as_time
@@ -146,7 +146,11 @@ class SinkConnection:
         so that resolution runs in window order (workers.stream.window_writer)."""
         conn = self.conn
         if not self._staged:
-            await conn.execute(join_sql.CREATE_STAGING + selector_sql.CREATE_STAGING)
+            await conn.execute(
+                join_sql.CREATE_STAGING
+                + selector_sql.CREATE_STAGING
+                + read_model_sql.CREATE_WORK_TABLES
+            )
             self._staged = True
         await self._ensure_partitions(contents)
         await self._refresh_queue_statistics()
@@ -155,7 +159,9 @@ class SinkConnection:
             predictions = 0
             if contents.predictions:
                 low, high = _span(map(_TS, contents.predictions))
-                predictions = _count(await conn.execute(join_sql.INSERT_PREDICTIONS, low, high))
+                predictions = _count(
+                    await conn.execute(read_model_sql.INSERT_PREDICTIONS_NOTED, low, high)
+                )
             await self.selectors.index_tags(conn, contents)
             if resolve_after is not None:
                 await resolve_after()
@@ -176,11 +182,13 @@ class SinkConnection:
             feedback += selected["joined"]
             resolved = resolved_new + resolved_queued + selected
             resolved.pop("pending", None)
+            await conn.execute(read_model_sql.NOTE_EXPIRY, now - self.retention)
             unmatched = _count(
                 await conn.execute(join_sql.EXPIRE_UNMATCHED, now - self.retention, now)
             )
             queued = resolved_new.get("pending", 0)
             self.queue.changes += queued + sum(resolved_queued.values()) + unmatched
+            await conn.execute(read_model_sql.APPLY_CHANGES)
             dead = 0
             if contents.dead_letters:
                 dead = _count(await conn.execute(join_sql.INSERT_DEAD_LETTERS))
