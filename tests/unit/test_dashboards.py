@@ -43,6 +43,7 @@ def committed_board(name: str) -> dict[str, Any]:
 def test_the_committed_files_are_what_the_code_builds() -> None:
     rendered = build.rendered_files()
     assert {p.relative_to(build.DEPLOY_DIR).as_posix() for p in rendered} == {
+        "grafana/dashboards/feedback.json",
         "grafana/dashboards/pipeline-health.json",
         "prometheus/rules/feedbackflow.yml",
     }

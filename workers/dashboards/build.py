@@ -17,13 +17,17 @@ from grafana_foundation_sdk.builders.dashboard import Dashboard
 from grafana_foundation_sdk.cog.encoder import JSONEncoder
 
 from workers.dashboards.alert_rules import rule_file
+from workers.dashboards.feedback import feedback
 from workers.dashboards.pipeline_health import pipeline_health
 
 # The repository's deploy/ (the files are committed there, not installed with the package).
 DEPLOY_DIR = Path(__file__).resolve().parents[2] / "deploy"
 DASHBOARD_DIR = DEPLOY_DIR / "grafana" / "dashboards"
 RULES_DIR = DEPLOY_DIR / "prometheus" / "rules"
-DASHBOARDS: dict[str, Callable[[], Dashboard]] = {"pipeline-health.json": pipeline_health}
+DASHBOARDS: dict[str, Callable[[], Dashboard]] = {
+    "feedback.json": feedback,
+    "pipeline-health.json": pipeline_health,
+}
 RULES_FILE = "feedbackflow.yml"
 
 

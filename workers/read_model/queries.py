@@ -30,14 +30,17 @@ Grain = Literal["5m", "1h", "1d"]
 _PARAMETER = re.compile(r"(?<![:\w]):([a-z_]+)\b")
 
 # How Grafana spells each parameter: its time range, its dashboard variables, and the grain left
-# to the range.
+# to the range.  A filter variable's "All" is the custom value NULL, which Grafana inserts as it
+# is (it formats only the values chosen): ARRAY[NULL] becomes NULL, "keep everything", so that
+# All keeps pending feedback too, whose application and model are not known yet.
+ALL_VALUES = "NULL"  # a filter variable's custom "All" value
 GRAFANA_PARAMETERS: Mapping[str, str] = {
     "time_from": "$__timeFrom()",
     "time_to": "$__timeTo()",
     "grain": "NULL",
-    "applications": "ARRAY[${application:sqlstring}]",
-    "models": "ARRAY[${model:sqlstring}]",
-    "metrics": "ARRAY[${metric:sqlstring}]",
+    "applications": "NULLIF(ARRAY[${application:sqlstring}]::text[], ARRAY[NULL]::text[])",
+    "models": "NULLIF(ARRAY[${model:sqlstring}]::text[], ARRAY[NULL]::text[])",
+    "metrics": "NULLIF(ARRAY[${metric:sqlstring}]::text[], ARRAY[NULL]::text[])",
     "source_type_a": "${source_type_a:sqlstring}",
     "source_type_b": "${source_type_b:sqlstring}",
     "limit": "${limit:raw}",
