@@ -1,7 +1,7 @@
 """``feedbackflow``: the command line (Click), one command per process or job.
 
-migrate, worker, api, keys, topics, retention, read-model, backfill, export, dev, demo, schemas,
-dashboards.
+migrate, worker, api, keys, topics, retention, read-model, backfill, export, report, dev, demo,
+schemas, dashboards.
 Every option that sets a setting is made from the settings object (``workers.settings``): its
 help names the ``FEEDBACKFLOW_*`` variable and shows the default.  A flag wins over the
 environment, which wins over the config file's ``[pipeline]`` table and the defaults.  A command
@@ -36,6 +36,7 @@ from workers.host.startup import (
     worker_preflight,
 )
 from workers.postgres.retention import apply_retention
+from workers.report import command as report_command
 from workers.settings import ENV_PREFIX, Settings
 
 log = logging.getLogger("feedbackflow")
@@ -378,6 +379,15 @@ def backfill(ctx: click.Context, /, **given: Any) -> int:
 def export(ctx: click.Context, /, **given: Any) -> int:
     settings, registry = _with_registry(ctx, given)
     return export_command.run(settings, registry, argparse.Namespace(**given))
+
+
+@cli.command(help=report_command.HELP)
+@DATABASE
+@LOGS
+@report_command.options
+@click.pass_context
+def report(ctx: click.Context, /, **given: Any) -> int:
+    return report_command.run(_settings(ctx, given), given)
 
 
 @cli.command(help="embedded broker + PostgreSQL, migrate, run a worker and gateway")

@@ -1,6 +1,7 @@
-"""The Feedback dashboard's SQL, as committed and as Grafana sends it, run against a database the
-real pipeline filled (SDK -> tansu -> worker -> Postgres), logged in as Grafana's data source
-does: a login role that is only a member of feedbackflow_reader, read-only.
+"""The Feedback dashboard's SQL, as committed and as Grafana sends it, and the report drawn from
+the same queries, run against a database the real pipeline filled (SDK -> tansu -> worker ->
+Postgres); the panels logged in as Grafana's data source does: a login role that is only a
+member of feedbackflow_reader, read-only.
 
 Every template variable's query runs first and its values are what "All" then selects; every
 panel must return the columns it draws, and the values worked out by hand from the events.
@@ -14,21 +15,29 @@ judge formal on P1.  A comment from alice on P2.  P4 gets nothing.
 
 from __future__ import annotations
 
+import asyncio
 import json
+import subprocess
+import sys
 import uuid
 from collections import defaultdict
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import pytest
+from matplotlib.image import imread
 
 from tests.grafana_sql import All, interpolate
 from tests.integration.harness import live_pipeline, wait_for_count
 from workers.dashboards.build import DASHBOARD_DIR
 from workers.devstack.servers import TansuBroker
+from workers.read_model.queries import Selection
+from workers.report.data import read_report
+from workers.report.figure import draw
 
 ALICE = {"type": "human", "id": "alice"}
 BOB = {"type": "human", "id": "bob"}
@@ -245,3 +254,53 @@ async def test_every_feedback_panel_answers_from_the_pipeline_as_grafana_reads_i
         "m-b",
         {"topic": "topic 2"},
     )
+
+
+async def test_the_report_draws_what_the_dashboard_reads(
+    kafka: TansuBroker, database_url: str, db: asyncpg.Connection, tmp_path: Path
+) -> None:
+    now = await fill(kafka, database_url, db)
+    selection = Selection(now - timedelta(days=7), now + timedelta(minutes=1))
+    figure = draw(await read_report(db, selection), "test")
+    shares, means, delays, coverage, agreement, backlog = figure.axes
+    assert lines(shares) == {"haiku_rating m-a": [1.0], "haiku_rating m-b": [0.5]}
+    assert lines(means) == {"haiku_score m-a": [3.0], "haiku_score m-b": [5.0]}
+    assert lines(coverage) == {"m-a": [1.0], "m-b": [0.5]}
+    assert set(lines(delays)) == {
+        f"{metric} {p}"
+        for metric in ("comment", "haiku_rating", "haiku_score", "tone")
+        for p in ("p50", "p90")
+    }
+    kappas = lines(agreement)
+    assert kappas["haiku_rating Cohen human/llm_judge"] == [pytest.approx(0.0)]
+    assert kappas["haiku_rating Fleiss"] == [pytest.approx(-1 / 3)]
+    assert lines(backlog)["haiku_rating pending"] == [1.0]
+
+    # The command itself, as a user runs it: a PNG of the figure's size.
+    output = tmp_path / "report.png"
+    done = await asyncio.to_thread(
+        subprocess.run,
+        [
+            str(Path(sys.executable).with_name("feedbackflow")),
+            "report",
+            "--database-url",
+            database_url,
+            "--since",
+            f"{selection.time_from:%Y-%m-%d %H:%M:%S}",
+            "--until",
+            f"{selection.time_to:%Y-%m-%d %H:%M:%S}",
+            "--output",
+            str(output),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == f"report: {output}"
+    assert imread(output).shape == (900, 1500, 4)
+
+
+def lines(axes: Any) -> dict[str, list[float]]:
+    return {line.get_label(): list(line.get_ydata()) for line in axes.get_lines()}
