@@ -412,11 +412,18 @@ def dev(ctx: click.Context, /, dev_http_port: int, **given: Any) -> int:
 @click.option(
     "--predictions", type=int, default=3000, show_default=True, help="predictions to send"
 )
+@click.option(
+    "--report",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=Path(".feedbackflow/demo-report.png"),
+    show_default=True,
+    help="where to draw the report of what landed",
+)
 @click.pass_context
-def demo(ctx: click.Context, /, predictions: int, **given: Any) -> int:
+def demo(ctx: click.Context, /, predictions: int, report: Path, **given: Any) -> int:
     from workers.devstack.demo import run_demo
 
-    return run_demo(_settings(ctx, given), predictions)
+    return run_demo(_settings(ctx, given), predictions, report)
 
 
 @cli.command(help="write the wire-format JSON Schema files")

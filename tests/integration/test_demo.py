@@ -10,6 +10,7 @@ import re
 from pathlib import Path
 
 import pytest
+from matplotlib.image import imread
 
 from tests.conftest import PostgresServer
 from workers.devstack.demo import run_demo
@@ -42,3 +43,6 @@ async def test_the_demo_adds_up(
     assert landed is not None, out
     assert landed.group(1) == landed.group(2)
     assert re.search(r"sent to Kafka and the gateway.*? (\d+)/\1", out) is not None, out
+    # And drew the report of what landed, where it said.
+    assert "The read model drawn (`feedbackflow report`): .feedbackflow/demo-report.png" in out
+    assert imread(tmp_path / ".feedbackflow" / "demo-report.png").shape == (900, 1500, 4)

@@ -1,5 +1,6 @@
 """``feedbackflow demo``: the haiku traffic through the whole pipeline on the embedded stack,
-then a check that every number sent adds up in Postgres.
+then a check that every number sent adds up in Postgres, in its tables and in the read model the
+dashboards read, and the report drawn from it.
 
 Predictions and the early feedback go to Kafka through the SDK; the late feedback through the
 HTTP gateway (``POST /v1/batch``, auth off as the demo is local), as a browser or a labelling
@@ -9,7 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import time
-from datetime import UTC, datetime
+from collections import Counter, defaultdict
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import aiohttp
 import asyncpg
@@ -25,7 +28,10 @@ from workers.devstack.haiku_traffic import DEMO_METRICS, DEMO_PIPELINE, Expected
 from workers.devstack.servers import free_port
 from workers.devstack.stack import embedded_stack
 from workers.host.worker import Worker
-from workers.read_model.landed import Landed, landed, render
+from workers.read_model import queries
+from workers.read_model.landed import NO_MODEL, Landed, landed, render
+from workers.read_model.queries import Selection
+from workers.report.command import write_report
 from workers.settings import PipelineSettings, Settings, describe_duration
 
 
@@ -46,6 +52,30 @@ def _matches(expected: Expected, result: Landed, predictions: int) -> list[str]:
         )
     if result.predictions != predictions:
         problems.append(f"predictions: expected {predictions}, got {result.predictions}")
+    return problems
+
+
+async def _read_model_problems(
+    conn: asyncpg.Connection, expected: Expected, selection: Selection
+) -> list[str]:
+    """The read model's own answer (the rollups the windows kept, through the dashboards'
+    query) against what was sent: joined feedback per model, share positive, star sums."""
+    counts: Counter[tuple[str, str]] = Counter()
+    sums: dict[tuple[str, str], float] = defaultdict(float)
+    for row in await queries.metric_values(conn, selection):
+        pair = (row.model or NO_MODEL, row.metric)
+        counts[pair] += row.value_count
+        sums[pair] += row.value * row.value_count
+    problems = []
+    for (model, metric, status), n in expected.status.items():
+        if status == "joined" and counts[(model, metric)] != n:
+            problems.append(
+                f"read model {model} {metric}: {counts[(model, metric)]} values, sent {n}"
+            )
+    wanted = {**expected.positives, **expected.star_sums}
+    for pair, total in wanted.items():
+        if abs(sums[pair] - total) > 1e-6:
+            problems.append(f"read model {pair}: sum {sums[pair]}, sent {total}")
     return problems
 
 
@@ -97,13 +127,17 @@ def _landed_count(result: Landed) -> int:
     return result.predictions + sum(result.status.values()) + result.dead_letters
 
 
-def run_demo(settings: Settings, predictions: int) -> int:
+# Where the demo draws its report (`feedbackflow report` over the demo's 30 days).
+DEMO_REPORT = Path(".feedbackflow/demo-report.png")
+
+
+def run_demo(settings: Settings, predictions: int, report: Path = DEMO_REPORT) -> int:
     started = time.monotonic()
     with embedded_stack(settings, "feedbackflow_demo") as live:
-        return asyncio.run(_demo(live, predictions, started))
+        return asyncio.run(_demo(live, predictions, started, report))
 
 
-async def _demo(live: Settings, predictions: int, started: float) -> int:
+async def _demo(live: Settings, predictions: int, started: float, report: Path) -> int:
     registry = registry_from_mapping(DEMO_METRICS)
     live = live.model_copy(
         update={
@@ -117,7 +151,10 @@ async def _demo(live: Settings, predictions: int, started: float) -> int:
     )
     topics = TopicNames(live.topic_prefix)
     await create_topics(live, topics, partitions=4)
-    traffic = haiku_traffic(datetime.now(UTC), predictions)
+    now = datetime.now(UTC)
+    traffic = haiku_traffic(now, predictions)
+    # The traffic's 30 days, up to the feedback of the last minute.
+    span = Selection(now - timedelta(days=31), now + timedelta(hours=1))
     worker = Worker(live, registry)
     task = asyncio.create_task(worker.run(), name="worker")
     total_feedback = sum(traffic.expected.status.values())
@@ -157,6 +194,7 @@ async def _demo(live: Settings, predictions: int, started: float) -> int:
                 await asyncio.sleep(0.5)
                 result = await landed(conn)
             progress.update(landing, completed=_landed_count(result))
+            from_read_model = await _read_model_problems(conn, traffic.expected, span)
         finally:
             await conn.close()
             worker.stopping.set()
@@ -167,7 +205,9 @@ async def _demo(live: Settings, predictions: int, started: float) -> int:
         f"({time.monotonic() - started:.1f}s)\n"
     )
     print(render(result))
-    problems = _matches(traffic.expected, result, len(traffic.predictions))
+    await write_report(live.database_url, span, report)
+    print(f"\nThe read model drawn (`feedbackflow report`): {report}")
+    problems = _matches(traffic.expected, result, len(traffic.predictions)) + from_read_model
     if problems:
         print("\nMISMATCH between what was sent and what landed:\n  " + "\n  ".join(problems))
         return 1

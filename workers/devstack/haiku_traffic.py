@@ -28,6 +28,9 @@ DEMO_METRICS: dict[str, Any] = {
     },
 }
 MODELS = {"gpt-haiku-a": (0.72, 4.1), "gpt-haiku-b": (0.55, 3.4)}  # P(thumbs up), mean stars
+# A share of the user-rated predictions that an LLM judge rates too, and how often it agrees.
+JUDGE = {"type": "llm_judge", "id": "haiku-judge-v1"}
+JUDGED, JUDGE_AGREES = 0.5, 0.8
 TOPICS = ["autumn rain", "a quiet pond", "city lights", "old keyboards", "first snow"]
 
 
@@ -84,6 +87,26 @@ def _feedback(
     return event
 
 
+def _judge(
+    rng: random.Random, prediction: Prediction, model: str, user: Feedback, expected: Expected
+) -> Feedback:
+    """An LLM judge's thumbs on a prediction a user rated too: the same verdict most of the
+    time, so the report's agreement (Cohen's kappa, judge against end users) has items."""
+    assert user.timestamp is not None
+    value = user.value if rng.random() < JUDGE_AGREES else not user.value
+    expected.status[(model, "haiku_rating", "joined")] += 1
+    if value:
+        expected.positives[(model, "haiku_rating")] += 1
+    return build_feedback(
+        metric="haiku_rating",
+        prediction_id=prediction.prediction_id,
+        value=value,
+        source=JUDGE,
+        timestamp=user.timestamp + timedelta(minutes=1),
+        rationale="the syllables count 5-7-5" if value else "the second line runs long",
+    )
+
+
 def haiku_traffic(now: datetime, predictions: int = 3000, seed: int = 7) -> DemoTraffic:
     rng = random.Random(seed)
     expected = Expected()
@@ -112,15 +135,19 @@ def haiku_traffic(now: datetime, predictions: int = 3000, seed: int = 7) -> Demo
             continue
         sent.append(prediction)
         if roll < 0.15:  # backfill order: feedback first, its prediction in a later window
-            early.append(
-                _feedback(rng, prediction, model, timedelta(seconds=rng.uniform(5, 600)), expected)
+            user = _feedback(
+                rng, prediction, model, timedelta(seconds=rng.uniform(5, 600)), expected
             )
+            early.append(user)
         elif roll < 0.55:  # minutes to days later
-            later.append(
-                _feedback(
-                    rng, prediction, model, timedelta(seconds=rng.expovariate(1 / 7200)), expected
-                )
+            user = _feedback(
+                rng, prediction, model, timedelta(seconds=rng.expovariate(1 / 7200)), expected
             )
+            later.append(user)
+        else:
+            continue
+        if user.metric == "haiku_rating" and rng.random() < JUDGED:
+            later.append(_judge(rng, prediction, model, user, expected))
     for _ in range(predictions // 100):  # labels for predictions retention already dropped
         old = now - timedelta(days=rng.uniform(95, 120))
         ghost = build_prediction(
