@@ -1,6 +1,7 @@
 """The README's "Backfill and export" works as written: its backfill session runs against the
 suite's broker, a worker and the test's database (named in the environment, as `feedbackflow
-dev` prints them), then its export session reads back what landed."""
+dev` prints them), then its export session reads back what landed; and the report session of
+"Dashboards" draws it."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from pathlib import Path
 
 import asyncpg
 import pyarrow.parquet as pq
+from matplotlib.image import imread
 
 from ingest.metrics.registry import load_registry
 from tests.integration.harness import (
@@ -75,3 +77,9 @@ async def test_the_readme_backfill_and_export_work_as_written(
             ]
         }
     ]
+
+    # "The report, without Grafana": both commands draw what the backfill wrote.
+    said = await _run(_block("sh", "feedbackflow report"), settings, tmp_path)
+    assert said.splitlines() == ["report: haiku-report.png", "report: week.png"]
+    for drawn in ("haiku-report.png", "week.png"):
+        assert imread(tmp_path / drawn).shape == (900, 1500, 4)
