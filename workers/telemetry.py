@@ -4,7 +4,39 @@ several in a process; the names are the contract the Grafana dashboards read.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
+
+
+class ConsumerLag:
+    """``feedbackflow_consumer_lag``: per input partition, the records between its last
+    committed offset and its end.  Set at every commit and at every fetch: a stuck worker
+    commits nothing while its partitions' ends move on, so its lag must grow between commits,
+    not wait for the next one.  A partition this worker has not committed yet has no value
+    (where its group stood is not known here without asking the broker)."""
+
+    def __init__(self, gauge: Gauge) -> None:
+        self.gauge = gauge
+        self._committed: dict[Any, int] = {}
+        self._ends: dict[Any, int] = {}
+
+    def committed(self, offsets: Mapping[Any, int], ends: Mapping[Any, int | None]) -> None:
+        self._committed.update(offsets)
+        self._observe(ends)
+
+    def fetched(self, ends: Mapping[Any, int | None]) -> None:
+        self._observe(ends)
+
+    def _observe(self, ends: Mapping[Any, int | None]) -> None:
+        for tp, end in ends.items():
+            if end is not None:
+                self._ends[tp] = end
+            committed = self._committed.get(tp)
+            if committed is not None and tp in self._ends:
+                lag = max(self._ends[tp] - committed, 0)
+                self.gauge.labels(tp.topic, str(tp.partition)).set(lag)
 
 
 class WorkerTelemetry:
@@ -77,10 +109,11 @@ class WorkerTelemetry:
         )
         self.consumer_lag = Gauge(
             "feedbackflow_consumer_lag",
-            "Messages behind the end of each input partition.",
+            "Messages between the last committed offset and the end of each input partition.",
             ["topic", "partition"],
             registry=r,
         )
+        self.lag = ConsumerLag(self.consumer_lag)
         self.partitions_dropped = Counter(
             "feedbackflow_partitions_dropped",
             "Day partitions dropped by retention.",

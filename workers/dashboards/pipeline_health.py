@@ -125,7 +125,8 @@ def intake_row(board: dashboard.Dashboard) -> dashboard.Dashboard:
         .with_panel(
             _panel(
                 "Consumer lag per partition",
-                "Messages behind the end of each input partition, as of the last offset commit.",
+                "Messages between the last offset commit and the end of each input partition, "
+                "as of the last fetch: it grows while a worker commits nothing.",
                 "short",
                 _query(
                     f"max by (topic, partition) (feedbackflow_consumer_lag{{{WORKER}}})",

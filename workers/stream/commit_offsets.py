@@ -119,9 +119,6 @@ class CommitOffsets:
         )
         for dead in window.dead_letters:
             t.dead_letters.labels(dead.topic, dead.error_field).inc()
-        for tp, next_offset in window.next_offsets.items():
-            highwater = self.consumer.highwater(tp)
-            if highwater is not None:
-                t.consumer_lag.labels(tp.topic, str(tp.partition)).set(
-                    max(highwater - next_offset, 0)
-                )
+        t.lag.committed(
+            window.next_offsets, {tp: self.consumer.highwater(tp) for tp in window.next_offsets}
+        )

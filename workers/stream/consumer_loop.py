@@ -130,6 +130,7 @@ class ConsumerLoop:
                 return  # revoked while fetching: the new assignment reads these again
             progress = await read_progress(self.consumer)
             self.health.partitions, self.health.lag = len(progress.highwaters), progress.lag
+            self.telemetry.lag.fetched(progress.highwaters)
             chain.head.submit(Fetched(batches, progress))
             await chain.head.poll()
 
