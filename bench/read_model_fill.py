@@ -10,6 +10,7 @@ feedback pending, one in twenty expired; every tenth judge rating is revised a m
 
 from __future__ import annotations
 
+import time
 from datetime import datetime, timedelta
 
 import asyncpg
@@ -86,8 +87,9 @@ WHERE status = 'pending';
 """
 
 
-async def fill(conn: asyncpg.Connection, feedback: int, end: datetime, span: timedelta) -> None:
-    """``feedback`` rows (a multiple of 4) over ``span`` before ``end``, then the rebuild."""
+async def fill(conn: asyncpg.Connection, feedback: int, end: datetime, span: timedelta) -> float:
+    """``feedback`` rows (a multiple of 4) over ``span`` before ``end``, then the rebuild;
+    returns the rebuild's seconds."""
     days = {(end - span + timedelta(days=d)).date() for d in range(span.days + 2)}
     await ensure_days(conn, ("predictions", "feedback"), days)
     async with conn.transaction():
@@ -97,6 +99,9 @@ async def fill(conn: asyncpg.Connection, feedback: int, end: datetime, span: tim
             await conn.execute(statement, feedback, end, span)
         await conn.execute(queue)
     await conn.execute("ANALYZE feedbackflow.predictions, feedbackflow.feedback")
+    started = time.perf_counter()
     async with conn.transaction():
         await conn.execute(read_model_sql.REBUILD)
+    rebuild = time.perf_counter() - started
     await conn.execute("VACUUM ANALYZE")
+    return rebuild

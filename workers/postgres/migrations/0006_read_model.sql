@@ -50,38 +50,53 @@ RETURNS double precision[] LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
                  'Infinity']::double precision[]
 $$;
 
--- The q-quantile of a delay histogram (the upper bounds of its non-empty bins, ascending, and
--- their counts), interpolated linearly inside the bin where it falls, from the bound below it
--- (feedbackflow.delay_bounds; 0 below the first); in the +inf bin, that bin's lower bound.
-CREATE FUNCTION feedbackflow.histogram_quantile(
-    q double precision, bounds double precision[], counts numeric[])
-RETURNS double precision LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE AS $$
+-- The q-quantiles of a delay histogram (the upper bounds of its non-empty bins, ascending, and
+-- their counts), each interpolated linearly inside the bin where it falls, from the bound below
+-- it (feedbackflow.delay_bounds; 0 below the first); in the +inf bin, that bin's lower bound.
+CREATE FUNCTION feedbackflow.histogram_quantiles(
+    qs double precision[], bounds double precision[], counts numeric[])
+RETURNS double precision[] LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE AS $$
 DECLARE
+    every_bound constant double precision[] := feedbackflow.delay_bounds();
     total numeric := 0;
-    seen numeric := 0;
-    lower double precision := 0;
+    seen numeric;
+    lower double precision;
     rank numeric;
+    found double precision;
+    answers double precision[] := '{}';
     i integer;
+    k integer;
+    q double precision;
 BEGIN
     FOR i IN 1 .. coalesce(array_length(counts, 1), 0) LOOP
         total := total + counts[i];
     END LOOP;
-    IF total <= 0 THEN
-        RETURN NULL;
-    END IF;
-    rank := q::numeric * total;
-    FOR i IN 1 .. array_length(counts, 1) LOOP
-        lower := coalesce((SELECT max(b) FROM unnest(feedbackflow.delay_bounds()) b
-                           WHERE b < bounds[i]), 0);
-        IF counts[i] > 0 AND seen + counts[i] >= rank THEN
-            IF bounds[i] = 'Infinity'::double precision THEN
-                RETURN lower;
-            END IF;
-            RETURN lower + (bounds[i] - lower) * ((rank - seen) / counts[i])::double precision;
+    FOREACH q IN ARRAY qs LOOP
+        IF total <= 0 THEN
+            answers := answers || NULL::double precision;
+            CONTINUE;
         END IF;
-        seen := seen + counts[i];
+        rank := q::numeric * total;
+        seen := 0;
+        found := NULL;
+        FOR i IN 1 .. array_length(counts, 1) LOOP
+            lower := 0;
+            FOR k IN 1 .. array_length(every_bound, 1) LOOP
+                EXIT WHEN every_bound[k] >= bounds[i];
+                lower := every_bound[k];
+            END LOOP;
+            IF counts[i] > 0 AND seen + counts[i] >= rank THEN
+                found := CASE WHEN bounds[i] = 'Infinity'::double precision THEN lower
+                              ELSE lower + (bounds[i] - lower)
+                                           * ((rank - seen) / counts[i])::double precision
+                         END;
+                EXIT;
+            END IF;
+            seen := seen + counts[i];
+        END LOOP;
+        answers := answers || coalesce(found, lower);
     END LOOP;
-    RETURN lower;
+    RETURN answers;
 END
 $$;
 
@@ -127,7 +142,7 @@ CREATE UNIQUE INDEX feedback_category_rollup_key ON feedbackflow.feedback_catego
     NULLS NOT DISTINCT;
 
 -- Joined current feedback per delay bin (feedbackflow.delay_bound): percentiles over any range
--- by feedbackflow.histogram_quantile.
+-- by feedbackflow.histogram_quantiles.
 CREATE TABLE feedbackflow.feedback_delay_rollup (
     grain           text             NOT NULL CHECK (grain IN ('5m', '1h', '1d')),
     bucket          timestamptz      NOT NULL,
@@ -252,9 +267,10 @@ BEGIN
         target_kind    text, join_key text, metric text, source_id text, source_type text,
         feedback_id    uuid, ts timestamptz, category text
     ) ON COMMIT DELETE ROWS;
+    -- Per item and category: its ratings (n), and the item's ratings and earliest time.
     CREATE TEMP TABLE IF NOT EXISTS read_model_items (
-        sign integer, target_kind text, join_key text, metric text, ts timestamptz,
-        ratings bigint
+        sign integer, target_kind text, join_key text, metric text, category text, n bigint,
+        ratings numeric, ts timestamptz
     ) ON COMMIT DELETE ROWS;
     -- Predictions counted (predictions) and first joined (with_feedback), by prediction time
     -- (rows may be summed already, per five-minute bucket).
@@ -356,30 +372,31 @@ END
 $$;
 
 -- Add read_model_ratings to the agreement rollups.  An item (target, metric) is bucketed by its
--- earliest rating's time; each source's current rating counts once.
-CREATE FUNCTION feedbackflow.read_model_add_ratings() RETURNS void LANGUAGE plpgsql
-SET enable_hashjoin = on SET enable_mergejoin = on AS $$
+-- earliest rating's time; each source's current rating counts once.  Each statement reads the
+-- ratings once, grouped and windowed per item: no join between work tables, whose sizes the
+-- planner does not know (they are never analyzed).
+CREATE FUNCTION feedbackflow.read_model_add_ratings() RETURNS void LANGUAGE plpgsql AS $$
 BEGIN
+    -- Per item and category: n_ij, and per item its ratings n_i and earliest time.
     INSERT INTO pg_temp.read_model_items
-    SELECT sign, target_kind, join_key, metric, min(ts), count(*)
-    FROM pg_temp.read_model_ratings
-    GROUP BY sign, target_kind, join_key, metric;
+    SELECT sign, target_kind, join_key, metric, category, n,
+           sum(n) OVER item, min(first_ts) OVER item
+    FROM (SELECT sign, target_kind, join_key, metric, category, count(*) AS n,
+                 min(ts) AS first_ts
+          FROM pg_temp.read_model_ratings
+          GROUP BY sign, target_kind, join_key, metric, category) per_category
+    WINDOW item AS (PARTITION BY sign, target_kind, join_key, metric);
 
     -- Fleiss: P_i = (sum_j n_ij^2 - n_i) / (n_i (n_i - 1)) for items with n_i >= 2.
     INSERT INTO feedbackflow.agreement_item_rollup AS r (
         grain, bucket, metric, items, ratings, sum_item_agreement)
     SELECT g.grain, feedbackflow.read_model_bucket(g.grain, i.ts), i.metric,
            sum(i.sign), sum(i.sign * i.ratings),
-           sum(i.sign * (a.squares - i.ratings)::numeric / (i.ratings * (i.ratings - 1)))
-    FROM pg_temp.read_model_items i
-    JOIN (SELECT sign, target_kind, join_key, metric, sum(n * n) AS squares
-          FROM (SELECT sign, target_kind, join_key, metric, count(*) AS n
-                FROM pg_temp.read_model_ratings
-                GROUP BY sign, target_kind, join_key, metric, category) per_category
-          GROUP BY sign, target_kind, join_key, metric) a
-      USING (sign, target_kind, join_key, metric)
+           sum(i.sign * (i.squares - i.ratings)::numeric / (i.ratings * (i.ratings - 1)))
+    FROM (SELECT sign, metric, ts, ratings, sum(n * n) AS squares
+          FROM pg_temp.read_model_items WHERE ratings >= 2
+          GROUP BY sign, target_kind, join_key, metric, ts, ratings) i
     CROSS JOIN (VALUES ('5m'), ('1h'), ('1d')) g (grain)
-    WHERE i.ratings >= 2
     GROUP BY 1, 2, 3
     ON CONFLICT (grain, bucket, metric) DO UPDATE SET
         items = r.items + excluded.items,
@@ -388,34 +405,34 @@ BEGIN
 
     INSERT INTO feedbackflow.agreement_category_rollup AS r (
         grain, bucket, metric, category, ratings)
-    SELECT g.grain, feedbackflow.read_model_bucket(g.grain, i.ts), i.metric, x.category,
-           sum(x.sign)
-    FROM pg_temp.read_model_ratings x
-    JOIN pg_temp.read_model_items i USING (sign, target_kind, join_key, metric)
+    SELECT g.grain, feedbackflow.read_model_bucket(g.grain, i.ts), i.metric, i.category,
+           sum(i.sign * i.n)
+    FROM pg_temp.read_model_items i
     CROSS JOIN (VALUES ('5m'), ('1h'), ('1d')) g (grain)
     WHERE i.ratings >= 2
     GROUP BY 1, 2, 3, 4
     ON CONFLICT (grain, bucket, metric, category) DO UPDATE SET
         ratings = r.ratings + excluded.ratings;
 
-    -- Cohen: per item and source type its latest rating; one pair per item and two types.
+    -- Cohen: per item and source type its latest rating; a pair per item and two types
+    -- (source_type_a < source_type_b), taken from the item's few types.
     INSERT INTO feedbackflow.agreement_pair_rollup AS r (
         grain, bucket, metric, source_type_a, source_type_b, category_a, category_b, items)
-    SELECT g.grain, feedbackflow.read_model_bucket(g.grain, i.ts), i.metric,
-           a.source_type, b.source_type, a.category, b.category, sum(i.sign)
-    FROM (SELECT DISTINCT ON (sign, target_kind, join_key, metric, source_type) *
-          FROM pg_temp.read_model_ratings WHERE source_type IS NOT NULL
-          ORDER BY sign, target_kind, join_key, metric, source_type,
-                   ts DESC, feedback_id DESC) a
-    JOIN (SELECT DISTINCT ON (sign, target_kind, join_key, metric, source_type) *
-          FROM pg_temp.read_model_ratings WHERE source_type IS NOT NULL
-          ORDER BY sign, target_kind, join_key, metric, source_type,
-                   ts DESC, feedback_id DESC) b
-      ON b.sign = a.sign AND b.target_kind = a.target_kind AND b.join_key = a.join_key
-     AND b.metric = a.metric AND a.source_type < b.source_type
-    JOIN pg_temp.read_model_items i
-      ON i.sign = a.sign AND i.target_kind = a.target_kind AND i.join_key = a.join_key
-     AND i.metric = a.metric
+    SELECT g.grain, feedbackflow.read_model_bucket(g.grain, t.ts), t.metric,
+           t.types[a], t.types[b], t.categories[a], t.categories[b], sum(t.sign)
+    FROM (SELECT sign, metric, min(item_ts) AS ts,
+                 array_agg(source_type ORDER BY source_type) AS types,
+                 array_agg(category ORDER BY source_type) AS categories
+          FROM (SELECT DISTINCT ON (sign, target_kind, join_key, metric, source_type) *
+                FROM (SELECT x.*, min(x.ts) OVER (PARTITION BY x.sign, x.target_kind,
+                                                                x.join_key, x.metric) AS item_ts
+                      FROM pg_temp.read_model_ratings x) rated
+                WHERE source_type IS NOT NULL
+                ORDER BY sign, target_kind, join_key, metric, source_type,
+                         ts DESC, feedback_id DESC) latest
+          GROUP BY sign, target_kind, join_key, metric) t
+    CROSS JOIN LATERAL generate_series(1, cardinality(t.types)) a
+    CROSS JOIN LATERAL generate_series(a + 1, cardinality(t.types)) b
     CROSS JOIN (VALUES ('5m'), ('1h'), ('1d')) g (grain)
     GROUP BY 1, 2, 3, 4, 5, 6, 7
     ON CONFLICT (grain, bucket, metric, source_type_a, source_type_b, category_a, category_b)
@@ -705,21 +722,17 @@ HAVING sum(feedback_count) <> 0;
 
 DROP VIEW feedbackflow.feedback_delay;
 CREATE VIEW feedbackflow.feedback_delay AS
-SELECT metric, application, model, sum(feedback_count)::bigint AS joined_count,
-       feedbackflow.histogram_quantile(0.5, array_agg(le_seconds ORDER BY le_seconds),
-                                       array_agg(feedback_count::numeric ORDER BY le_seconds))
-           AS p50_seconds,
-       feedbackflow.histogram_quantile(0.9, array_agg(le_seconds ORDER BY le_seconds),
-                                       array_agg(feedback_count::numeric ORDER BY le_seconds))
-           AS p90_seconds,
-       feedbackflow.histogram_quantile(0.99, array_agg(le_seconds ORDER BY le_seconds),
-                                       array_agg(feedback_count::numeric ORDER BY le_seconds))
-           AS p99_seconds
-FROM (SELECT metric, application, model, le_seconds, sum(feedback_count) AS feedback_count
-      FROM feedbackflow.feedback_delay_rollup WHERE grain = '1d'
-      GROUP BY 1, 2, 3, 4) bins
-GROUP BY 1, 2, 3
-HAVING sum(feedback_count) <> 0;
+SELECT metric, application, model, joined_count,
+       q[1] AS p50_seconds, q[2] AS p90_seconds, q[3] AS p99_seconds
+FROM (SELECT metric, application, model, sum(feedback_count)::bigint AS joined_count,
+             feedbackflow.histogram_quantiles(
+                 ARRAY[0.5, 0.9, 0.99], array_agg(le_seconds ORDER BY le_seconds),
+                 array_agg(feedback_count::numeric ORDER BY le_seconds)) AS q
+      FROM (SELECT metric, application, model, le_seconds, sum(feedback_count) AS feedback_count
+            FROM feedbackflow.feedback_delay_rollup WHERE grain = '1d'
+            GROUP BY 1, 2, 3, 4) bins
+      GROUP BY 1, 2, 3
+      HAVING sum(feedback_count) <> 0) h;
 
 -- Helper tables the dashboards do not read.
 REVOKE ALL ON feedbackflow.feedback_heads, feedbackflow.predictions_with_feedback
