@@ -53,7 +53,7 @@ JOIN feedbackflow.predictions p
 CROSS JOIN LATERAL (SELECT CASE (i / 4) % 20 WHEN 0 THEN 'pending' WHEN 1 THEN 'expired'
                                 ELSE 'joined' END AS status) s
 CROSS JOIN LATERAL (
-    SELECT least(p.ts + ((i * 7919) % 172800) * interval '1 second'
+    SELECT least(p.ts + ((i::bigint * 7919) % 172800) * interval '1 second'
                       + CASE WHEN i % 40 = 0 THEN interval '1 minute' ELSE '0' END,
                  $2::timestamptz - interval '1 second') AS ts,
            CASE i % 4 WHEN 0 THEN 'helpful' WHEN 1 THEN 'helpful' WHEN 2 THEN 'score'
