@@ -26,7 +26,7 @@ import asyncpg
 from bench.ceilings import ensure_days, recent_days
 from ingest.sdk.producer import uuid7
 from ingest.topics import TopicNames
-from workers.postgres import join_sql
+from workers.postgres import join_sql, read_model_sql
 from workers.postgres.sink import SinkConnection
 from workers.stream.decode import DecodedBatch
 from workers.stream.window import WindowBuffer
@@ -158,14 +158,16 @@ class TimedConnection:
 
 
 def _statement_name(query: str) -> str:
-    """The name of the ``workers.postgres.join_sql`` statement ``query`` is, whatever
-    statements exist: a constant's name, or the name a built statement gives in its first line."""
+    """The name of the ``workers.postgres.join_sql`` (or ``read_model_sql``) statement ``query``
+    is, whatever statements exist: a constant's name, or the name a built statement gives in its
+    first line."""
     first = query.split("\n", 1)[0]
     if first.startswith(join_sql.STATEMENT_NAME):
         return first.removeprefix(join_sql.STATEMENT_NAME)
-    for name, value in vars(join_sql).items():
-        if name.isupper() and value == query:
-            return str(name)
+    for module in (join_sql, read_model_sql):
+        for name, value in vars(module).items():
+            if name.isupper() and value == query:
+                return str(name)
     return "other (partitions, transaction)"
 
 

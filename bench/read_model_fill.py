@@ -10,6 +10,7 @@ feedback pending, one in twenty expired; every tenth judge rating is revised a m
 
 from __future__ import annotations
 
+import time
 from datetime import datetime, timedelta
 
 import asyncpg
@@ -52,7 +53,7 @@ JOIN feedbackflow.predictions p
 CROSS JOIN LATERAL (SELECT CASE (i / 4) % 20 WHEN 0 THEN 'pending' WHEN 1 THEN 'expired'
                                 ELSE 'joined' END AS status) s
 CROSS JOIN LATERAL (
-    SELECT least(p.ts + ((i * 7919) % 172800) * interval '1 second'
+    SELECT least(p.ts + ((i::bigint * 7919) % 172800) * interval '1 second'
                       + CASE WHEN i % 40 = 0 THEN interval '1 minute' ELSE '0' END,
                  $2::timestamptz - interval '1 second') AS ts,
            CASE i % 4 WHEN 0 THEN 'helpful' WHEN 1 THEN 'helpful' WHEN 2 THEN 'score'
@@ -86,8 +87,9 @@ WHERE status = 'pending';
 """
 
 
-async def fill(conn: asyncpg.Connection, feedback: int, end: datetime, span: timedelta) -> None:
-    """``feedback`` rows (a multiple of 4) over ``span`` before ``end``, then the rebuild."""
+async def fill(conn: asyncpg.Connection, feedback: int, end: datetime, span: timedelta) -> float:
+    """``feedback`` rows (a multiple of 4) over ``span`` before ``end``, then the rebuild;
+    returns the rebuild's seconds."""
     days = {(end - span + timedelta(days=d)).date() for d in range(span.days + 2)}
     await ensure_days(conn, ("predictions", "feedback"), days)
     async with conn.transaction():
@@ -97,6 +99,9 @@ async def fill(conn: asyncpg.Connection, feedback: int, end: datetime, span: tim
             await conn.execute(statement, feedback, end, span)
         await conn.execute(queue)
     await conn.execute("ANALYZE feedbackflow.predictions, feedbackflow.feedback")
+    started = time.perf_counter()
     async with conn.transaction():
         await conn.execute(read_model_sql.REBUILD)
+    rebuild = time.perf_counter() - started
     await conn.execute("VACUUM ANALYZE")
+    return rebuild

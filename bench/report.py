@@ -14,6 +14,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from bench import read_model
+
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).resolve().parent / "results"
 DOC = ROOT / "docs" / "performance.md"
@@ -254,6 +256,20 @@ def write_doc() -> Path:
         "",
     ]
     parts += [f"Run: {g['date']}.", "", gateway_table(g)] if g else ["(not run yet)"]
+    rm = load("read_model")
+    parts += [
+        "",
+        "## The read model's queries",
+        "",
+        "```sh",
+        ".venv/bin/python -m bench.run read-model   # --sizes 100000 10000000",
+        "```",
+        "",
+        "Median of 5 runs of each query of `workers/read_model/queries.py` over the last 7 and "
+        "90 days, with feedback spread over 90 days (filled by SQL, then rebuilt).",
+        "",
+    ]
+    parts += [f"Run: {rm['date']}.", "", read_model.table(rm)] if rm else ["(not run yet)"]
     parts += ["", EXPLANATION.read_text().strip(), ""]
     DOC.write_text("\n".join(parts))
     return DOC

@@ -1,6 +1,7 @@
 """``python -m bench.run [throughput|history|gateway|worker|statements|doc]``: one command per
 set.
 
+``read-model`` times the read model's queries with 100k and 10M feedback stored.
 ``throughput`` (the default, what ``make bench`` runs) measures in one run, on one event set:
 (1) the consume+validate ceiling, (2) the COPY ceiling, (3) the naive faust agent, (4) the worker
 end to end; then the worker's peak RSS by window cap and pending feedback, and the produce-to-
@@ -23,7 +24,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from bench import history, report, window_statements
+from bench import history, read_model, report, window_statements
 from bench.ceilings import Throughput, consume_ceiling, write_ceiling
 from bench.faust_agent import run_faust_agent
 from bench.gateway_load import gateway_load
@@ -184,6 +185,11 @@ async def statements_only(args: argparse.Namespace) -> None:
                 _say(f"    {name:32s} {times.per_event_us(seconds):5.2f} us/event")
 
 
+async def read_model_run(args: argparse.Namespace) -> dict[str, Any]:
+    async with running_stack(with_broker=False) as stack:
+        return await read_model.measure(stack, args.sizes, _say)
+
+
 async def history_run(args: argparse.Namespace) -> dict[str, Any]:
     sizes = [100_000, 1_000_000 if args.quick else args.predictions]
     points = []
@@ -211,6 +217,8 @@ def main() -> None:
     t = sub.add_parser("throughput", help="(default) ceilings, faust, worker, RSS, latency")
     h = sub.add_parser("history", help="window write time with 100k vs 10M stored")
     sub.add_parser("doc", help="only re-render docs/performance.md from bench/results/")
+    rm = sub.add_parser("read-model", help="the read model's queries at 100k and 10M feedback")
+    rm.add_argument("--sizes", type=int, nargs="+", default=[100_000, 10_000_000])
     g = sub.add_parser("gateway", help="the HTTP gateway: no-op ceiling, /feedback, /v1/batch, SDK")
     g.add_argument("--rounds", type=int, default=3)
     g.add_argument("--seconds", type=float, default=10.0)
@@ -239,6 +247,10 @@ def main() -> None:
         report.save("throughput", asyncio.run(throughput(args)))
     elif command == "history":
         report.save("history", asyncio.run(history_run(args)))
+    elif command == "read-model":
+        result = asyncio.run(read_model_run(args))
+        report.save("read_model", result)
+        print(read_model.table(result))
     elif command == "gateway":
         result = asyncio.run(
             gateway_load(args.rounds, args.seconds, args.concurrency, args.sdk_events)

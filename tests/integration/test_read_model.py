@@ -19,6 +19,9 @@ t0 - 5 h) arrives and bob's rating joins it; P4 (m-b) gets no feedback.
 
 from __future__ import annotations
 
+import asyncio
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -239,3 +242,39 @@ def as_grafana_sends(query: queries.Query, selection: Selection) -> str:
         .replace("${source_type_b:sqlstring}", "'human'")
         .replace("${limit:raw}", "5")
     )
+
+
+async def test_the_rebuild_command_recomputes_what_was_lost(
+    kafka: TansuBroker, database_url: str, db: asyncpg.Connection
+) -> None:
+    async with live_pipeline(kafka.bootstrap, database_url) as live:
+        prediction = await live.ff.log_prediction(application="haiku", model="m-a")
+        await live.ff.log_feedback(
+            metric="haiku_rating", prediction_id=prediction.prediction_id, value=True, source=BOB
+        )
+        await live.ff.flush()
+        await wait_for_count(
+            db, "SELECT count(*) FROM feedbackflow.feedback WHERE status = 'joined'", 1
+        )
+    kept = await read_model_state(db)
+    await db.execute("TRUNCATE feedbackflow.feedback_rollup, feedbackflow.feedback_heads")
+    assert await read_model_state(db) != kept
+    result = await asyncio.to_thread(
+        subprocess.run,
+        [
+            sys.executable,
+            "-m",
+            "workers.cli",
+            "read-model",
+            "rebuild",
+            "--database-url",
+            database_url,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "feedback_rollup 3 rows" in result.stdout  # one row per grain
+    assert await read_model_state(db) == kept

@@ -16,7 +16,9 @@ import asyncpg
 from ingest.metrics.registry import registry_from_mapping
 from ingest.sdk.producer import uuid7
 from ingest.topics import TopicNames
+from tests.integration.read_model_checks import read_model_state, rebuilt_state
 from workers.postgres.sink import SinkConnection
+from workers.read_model.queries import Selection, feedback_volume
 from workers.stream.decode import Decoder
 from workers.stream.window import WindowBuffer, WindowContents
 from workers.testing.traffic import Record
@@ -119,6 +121,12 @@ async def test_a_selector_joins_every_stored_and_same_window_prediction_carrying
     # Only the selectable key is indexed: 'session' and 'session=...', never 'env'.
     tags = await db.fetch("SELECT DISTINCT tag FROM feedbackflow.prediction_tags ORDER BY tag")
     assert [r["tag"] for r in tags] == ["session", "session=s1", "session=s2"]
+    # The read model: ana's two selectors on the same two predictions revise each other (same
+    # time, the larger feedback id wins), so three current values, as a rebuild finds too.
+    assert await read_model_state(db) == await rebuilt_state(db)
+    hour = NOW.replace(minute=0, second=0)
+    [volume] = await feedback_volume(db, Selection(hour, hour + timedelta(hours=1), grain="1h"))
+    assert (volume.metric, volume.feedback_count, volume.joined_count) == ("helpful", 3, 3)
 
 
 async def test_a_selector_waits_pending_for_its_prediction_and_expires_past_retention(

@@ -2,7 +2,7 @@
 its statements run, then applied to the rollups in one call.
 
 The window's statements that change feedback rows note each row as it is after the change in
-the session's work table ``read_model_changes`` (a CTE over their RETURNING, NOTE_CHANGES):
+the session's work tables (a CTE over their RETURNING, ``read_model_changes.note_changes``):
 new feedback (INSERT_FEEDBACK, the selectors' expansion), queued feedback resolved
 (RESOLVE_QUEUED) and expired (NOTE_EXPIRY, just before EXPIRE_UNMATCHED).  New predictions are
 noted for coverage (INSERT_PREDICTIONS_NOTED).  ``feedbackflow.read_model_apply_changes()``
@@ -14,28 +14,30 @@ buckets it touches (docs/architecture.md, "Read model"; figures in docs/performa
 from __future__ import annotations
 
 from workers.postgres import join_sql
-from workers.postgres.read_model_changes import CHANGE_COLUMNS
+from workers.postgres.read_model_changes import NOTED_COLUMNS, noted_values
 
 # Once per connection, with the staging tables.
 CREATE_WORK_TABLES = "SELECT feedbackflow.read_model_work_tables();"
 
 
-# The window's predictions, inserted and noted for coverage: the statement's command tag stays
-# INSERT with the number of predictions inserted.
+# The window's predictions, inserted and noted for coverage per five-minute bucket; the
+# statement returns how many it inserted.
 INSERT_PREDICTIONS_NOTED = f"""
 WITH inserted AS ({join_sql.INSERT_PREDICTIONS.strip()}
-    RETURNING ts, application, model)
-INSERT INTO read_model_coverage (ts, application, model, predictions, with_feedback)
-SELECT ts, application, model, 1, 0 FROM inserted
+    RETURNING ts, application, model
+), noted AS (
+    INSERT INTO read_model_coverage (ts, application, model, predictions, with_feedback)
+    SELECT feedbackflow.read_model_bucket('5m', ts), application, model, count(*), 0
+    FROM inserted GROUP BY 1, 2, 3
+)
+SELECT count(*) FROM inserted
 """
 
 # $1: oldest event time still within retention.  The queued feedback EXPIRE_UNMATCHED is about
 # to expire, noted as it will be (run under the resolution lock, so nothing resolves it between).
 NOTE_EXPIRY = f"""
-INSERT INTO read_model_changes (was_pending, {join_sql.cols(CHANGE_COLUMNS)})
-SELECT true, {
-    join_sql.cols(tuple("'expired'" if c == "status" else f"f.{c}" for c in CHANGE_COLUMNS))
-}
+INSERT INTO read_model_resolved ({", ".join(NOTED_COLUMNS)})
+SELECT {noted_values("f", status="'expired'")}
 FROM feedbackflow.pending_feedback q
 JOIN feedbackflow.feedback f
   ON f.feedback_id = q.feedback_id AND f.join_key = q.join_key AND f.ts = q.ts AND f.ts < $1

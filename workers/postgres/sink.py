@@ -159,8 +159,8 @@ class SinkConnection:
             predictions = 0
             if contents.predictions:
                 low, high = _span(map(_TS, contents.predictions))
-                predictions = _count(
-                    await conn.execute(read_model_sql.INSERT_PREDICTIONS_NOTED, low, high)
+                predictions = await conn.fetchval(
+                    read_model_sql.INSERT_PREDICTIONS_NOTED, low, high
                 )
             await self.selectors.index_tags(conn, contents)
             if resolve_after is not None:

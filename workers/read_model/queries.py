@@ -178,14 +178,13 @@ def _delay_bins(by_time: bool) -> str:
 def _percentiles(by_time: bool) -> str:
     time = "time, " if by_time else ""
     return f"""
-SELECT {time}metric, joined_count,
-       feedbackflow.histogram_quantile(0.5, bounds, counts) AS p50_seconds,
-       feedbackflow.histogram_quantile(0.9, bounds, counts) AS p90_seconds,
-       feedbackflow.histogram_quantile(0.99, bounds, counts) AS p99_seconds
+SELECT {time}metric, joined_count, q[1] AS p50_seconds, q[2] AS p90_seconds,
+       q[3] AS p99_seconds
 FROM (
     SELECT {time}metric, sum(n)::bigint AS joined_count,
-           array_agg(le_seconds ORDER BY le_seconds) AS bounds,
-           array_agg(n ORDER BY le_seconds) AS counts
+           feedbackflow.histogram_quantiles(
+               ARRAY[0.5, 0.9, 0.99], array_agg(le_seconds ORDER BY le_seconds),
+               array_agg(n ORDER BY le_seconds)) AS q
     FROM ({_delay_bins(by_time)}) b
     GROUP BY {"1, 2" if by_time else "1"}
 ) h

@@ -50,38 +50,53 @@ RETURNS double precision[] LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
                  'Infinity']::double precision[]
 $$;
 
--- The q-quantile of a delay histogram (the upper bounds of its non-empty bins, ascending, and
--- their counts), interpolated linearly inside the bin where it falls, from the bound below it
--- (feedbackflow.delay_bounds; 0 below the first); in the +inf bin, that bin's lower bound.
-CREATE FUNCTION feedbackflow.histogram_quantile(
-    q double precision, bounds double precision[], counts numeric[])
-RETURNS double precision LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE AS $$
+-- The q-quantiles of a delay histogram (the upper bounds of its non-empty bins, ascending, and
+-- their counts), each interpolated linearly inside the bin where it falls, from the bound below
+-- it (feedbackflow.delay_bounds; 0 below the first); in the +inf bin, that bin's lower bound.
+CREATE FUNCTION feedbackflow.histogram_quantiles(
+    qs double precision[], bounds double precision[], counts numeric[])
+RETURNS double precision[] LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE AS $$
 DECLARE
+    every_bound constant double precision[] := feedbackflow.delay_bounds();
     total numeric := 0;
-    seen numeric := 0;
-    lower double precision := 0;
+    seen numeric;
+    lower double precision;
     rank numeric;
+    found double precision;
+    answers double precision[] := '{}';
     i integer;
+    k integer;
+    q double precision;
 BEGIN
     FOR i IN 1 .. coalesce(array_length(counts, 1), 0) LOOP
         total := total + counts[i];
     END LOOP;
-    IF total <= 0 THEN
-        RETURN NULL;
-    END IF;
-    rank := q::numeric * total;
-    FOR i IN 1 .. array_length(counts, 1) LOOP
-        lower := coalesce((SELECT max(b) FROM unnest(feedbackflow.delay_bounds()) b
-                           WHERE b < bounds[i]), 0);
-        IF counts[i] > 0 AND seen + counts[i] >= rank THEN
-            IF bounds[i] = 'Infinity'::double precision THEN
-                RETURN lower;
-            END IF;
-            RETURN lower + (bounds[i] - lower) * ((rank - seen) / counts[i])::double precision;
+    FOREACH q IN ARRAY qs LOOP
+        IF total <= 0 THEN
+            answers := answers || NULL::double precision;
+            CONTINUE;
         END IF;
-        seen := seen + counts[i];
+        rank := q::numeric * total;
+        seen := 0;
+        found := NULL;
+        FOR i IN 1 .. array_length(counts, 1) LOOP
+            lower := 0;
+            FOR k IN 1 .. array_length(every_bound, 1) LOOP
+                EXIT WHEN every_bound[k] >= bounds[i];
+                lower := every_bound[k];
+            END LOOP;
+            IF counts[i] > 0 AND seen + counts[i] >= rank THEN
+                found := CASE WHEN bounds[i] = 'Infinity'::double precision THEN lower
+                              ELSE lower + (bounds[i] - lower)
+                                           * ((rank - seen) / counts[i])::double precision
+                         END;
+                EXIT;
+            END IF;
+            seen := seen + counts[i];
+        END LOOP;
+        answers := answers || coalesce(found, lower);
     END LOOP;
-    RETURN lower;
+    RETURN answers;
 END
 $$;
 
@@ -127,7 +142,7 @@ CREATE UNIQUE INDEX feedback_category_rollup_key ON feedbackflow.feedback_catego
     NULLS NOT DISTINCT;
 
 -- Joined current feedback per delay bin (feedbackflow.delay_bound): percentiles over any range
--- by feedbackflow.histogram_quantile.
+-- by feedbackflow.histogram_quantiles.
 CREATE TABLE feedbackflow.feedback_delay_rollup (
     grain           text             NOT NULL CHECK (grain IN ('5m', '1h', '1d')),
     bucket          timestamptz      NOT NULL,
@@ -158,8 +173,8 @@ CREATE TABLE feedbackflow.predictions_with_feedback (
     prediction_ts  timestamptz NOT NULL,
     PRIMARY KEY (prediction_id, prediction_ts)
 );
-CREATE INDEX predictions_with_feedback_ts ON feedbackflow.predictions_with_feedback
-    (prediction_ts);
+-- (No index on prediction_ts: retention trims it once a day by reading it, rather than every
+-- window maintaining a second index.)
 
 -- Revision heads: the current revision of each (target, metric, source id), with what it
 -- contributes to the rollups, so that a new revision finds what it supersedes (and subtracts
@@ -227,17 +242,17 @@ CREATE TABLE feedbackflow.agreement_category_rollup (
 CREATE FUNCTION feedbackflow.read_model_work_tables() RETURNS void LANGUAGE plpgsql AS $$
 BEGIN
     SET LOCAL client_min_messages = warning;  -- "already exists, skipping"
-    -- Feedback rows a window changed, as they are after the change.  was_pending: the row was
-    -- stored pending before (resolved or expired now); otherwise it is new.
+    -- Feedback rows a window changed, as they are after the change: new ones (inserted by the
+    -- window), and those stored pending before that the window resolved or expired.
     CREATE TEMP TABLE IF NOT EXISTS read_model_changes (
-        seq            bigint GENERATED ALWAYS AS IDENTITY,
-        was_pending    boolean NOT NULL,
         feedback_id    uuid, join_key text, ts timestamptz, metric text, metric_type text,
         target_kind    text, value_bool boolean, value_float double precision,
-        value_text     text, value_json jsonb, error_code text, source_type text,
+        value_text     text, has_error boolean, retracted boolean, source_type text,
         source_id      text, status text, application text, model text,
         prediction_id  uuid, prediction_ts timestamptz, delay_seconds double precision
     ) ON COMMIT DELETE ROWS;
+    CREATE TEMP TABLE IF NOT EXISTS read_model_resolved (LIKE read_model_changes)
+        ON COMMIT DELETE ROWS;
     -- Contributions to add (sign 1) or take away (sign -1).
     CREATE TEMP TABLE IF NOT EXISTS read_model_contributions (
         sign           integer NOT NULL,
@@ -252,7 +267,13 @@ BEGIN
         target_kind    text, join_key text, metric text, source_id text, source_type text,
         feedback_id    uuid, ts timestamptz, category text
     ) ON COMMIT DELETE ROWS;
-    -- Predictions counted (predictions) and first joined (with_feedback), by prediction time.
+    -- Per item and category: its ratings (n), and the item's ratings and earliest time.
+    CREATE TEMP TABLE IF NOT EXISTS read_model_items (
+        sign integer, target_kind text, join_key text, metric text, category text, n bigint,
+        ratings numeric, ts timestamptz
+    ) ON COMMIT DELETE ROWS;
+    -- Predictions counted (predictions) and first joined (with_feedback), by prediction time
+    -- (rows may be summed already, per five-minute bucket).
     CREATE TEMP TABLE IF NOT EXISTS read_model_coverage (
         ts             timestamptz, application text, model text,
         predictions    bigint NOT NULL, with_feedback bigint NOT NULL
@@ -263,7 +284,7 @@ BEGIN
 END
 $$;
 
--- A head's (or a feedback row's) contribution.
+-- The category a rating is: boolean and categorical metrics have one.
 CREATE FUNCTION feedbackflow.read_model_category(
     metric_type text, value_bool boolean, value_text text)
 RETURNS text LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
@@ -271,25 +292,38 @@ RETURNS text LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
                             WHEN 'categorical' THEN value_text END
 $$;
 
--- Add read_model_contributions to the rollups: one grouped upsert per rollup, all grains.
-CREATE FUNCTION feedbackflow.read_model_add_contributions() RETURNS void LANGUAGE plpgsql AS $$
+-- Add read_model_contributions to the rollups: one grouped upsert per rollup.  Summed per
+-- five-minute bucket first (one pass over the rows), then each grain from those sums (hours
+-- and days are unions of five-minute buckets).  The work tables are joined to each other only,
+-- so hash joins are allowed again here.
+CREATE FUNCTION feedbackflow.read_model_add_contributions() RETURNS void LANGUAGE plpgsql
+SET enable_hashjoin = on SET enable_mergejoin = on AS $$
 BEGIN
     INSERT INTO feedbackflow.feedback_rollup AS r (
         grain, bucket, metric, metric_type, application, model, source_type, status,
         feedback_count, error_count, value_count, value_sum, value_sum_squares,
         boolean_count, positive_count)
-    SELECT g.grain, feedbackflow.read_model_bucket(g.grain, c.ts), c.metric, c.metric_type,
-           c.application, c.model, c.source_type, c.status,
-           sum(c.sign),
-           coalesce(sum(c.sign) FILTER (WHERE c.has_error), 0),
-           coalesce(sum(c.sign) FILTER (WHERE c.value_float IS NOT NULL), 0),
-           coalesce(sum(c.sign * c.value_float::numeric), 0),
-           coalesce(sum(c.sign * c.value_float::numeric * c.value_float::numeric), 0),
-           coalesce(sum(c.sign) FILTER (WHERE c.value_bool IS NOT NULL), 0),
-           coalesce(sum(c.sign) FILTER (WHERE c.value_bool), 0)
-    FROM pg_temp.read_model_contributions c
+    SELECT g.grain, feedbackflow.read_model_bucket(g.grain, f.bucket), f.metric, f.metric_type,
+           f.application, f.model, f.source_type, f.status, sum(f.feedback_count),
+           sum(f.error_count), sum(f.value_count), sum(f.value_sum), sum(f.value_sum_squares),
+           sum(f.boolean_count), sum(f.positive_count)
+    FROM (
+        SELECT feedbackflow.read_model_bucket('5m', c.ts) AS bucket, c.metric, c.metric_type,
+               c.application, c.model, c.source_type, c.status,
+               sum(c.sign) AS feedback_count,
+               coalesce(sum(c.sign) FILTER (WHERE c.has_error), 0) AS error_count,
+               coalesce(sum(c.sign) FILTER (WHERE c.value_float IS NOT NULL), 0) AS value_count,
+               coalesce(sum(c.sign * c.value_float::numeric), 0) AS value_sum,
+               coalesce(sum(c.sign * c.value_float::numeric * c.value_float::numeric), 0)
+                   AS value_sum_squares,
+               coalesce(sum(c.sign) FILTER (WHERE c.value_bool IS NOT NULL), 0)
+                   AS boolean_count,
+               coalesce(sum(c.sign) FILTER (WHERE c.value_bool), 0) AS positive_count
+        FROM pg_temp.read_model_contributions c
+        WHERE NOT c.retracted
+        GROUP BY 1, 2, 3, 4, 5, 6, 7
+    ) f
     CROSS JOIN (VALUES ('5m'), ('1h'), ('1d')) g (grain)
-    WHERE NOT c.retracted
     GROUP BY 1, 2, 3, 4, 5, 6, 7, 8
     ON CONFLICT (grain, bucket, metric, metric_type, application, model, source_type, status)
     DO UPDATE SET
@@ -304,22 +338,33 @@ BEGIN
     INSERT INTO feedbackflow.feedback_category_rollup AS r (
         grain, bucket, metric, application, model, source_type, status, category,
         feedback_count)
-    SELECT g.grain, feedbackflow.read_model_bucket(g.grain, c.ts), c.metric, c.application,
-           c.model, c.source_type, c.status, c.value_text, sum(c.sign)
-    FROM pg_temp.read_model_contributions c
+    SELECT g.grain, feedbackflow.read_model_bucket(g.grain, f.bucket), f.metric,
+           f.application, f.model, f.source_type, f.status, f.category, sum(f.n)
+    FROM (
+        SELECT feedbackflow.read_model_bucket('5m', c.ts) AS bucket, c.metric, c.application,
+               c.model, c.source_type, c.status, c.value_text AS category, sum(c.sign) AS n
+        FROM pg_temp.read_model_contributions c
+        WHERE c.metric_type = 'categorical' AND c.value_text IS NOT NULL AND NOT c.retracted
+        GROUP BY 1, 2, 3, 4, 5, 6, 7
+    ) f
     CROSS JOIN (VALUES ('5m'), ('1h'), ('1d')) g (grain)
-    WHERE c.metric_type = 'categorical' AND c.value_text IS NOT NULL AND NOT c.retracted
     GROUP BY 1, 2, 3, 4, 5, 6, 7, 8
     ON CONFLICT (grain, bucket, metric, application, model, source_type, status, category)
     DO UPDATE SET feedback_count = r.feedback_count + excluded.feedback_count;
 
     INSERT INTO feedbackflow.feedback_delay_rollup AS r (
         grain, bucket, metric, application, model, le_seconds, feedback_count)
-    SELECT g.grain, feedbackflow.read_model_bucket(g.grain, c.ts), c.metric, c.application,
-           c.model, feedbackflow.delay_bound(c.delay_seconds), sum(c.sign)
-    FROM pg_temp.read_model_contributions c
+    SELECT g.grain, feedbackflow.read_model_bucket(g.grain, f.bucket), f.metric,
+           f.application, f.model, f.le_seconds, sum(f.n)
+    FROM (
+        SELECT feedbackflow.read_model_bucket('5m', c.ts) AS bucket, c.metric, c.application,
+               c.model, feedbackflow.delay_bound(c.delay_seconds) AS le_seconds,
+               sum(c.sign) AS n
+        FROM pg_temp.read_model_contributions c
+        WHERE c.status = 'joined' AND c.delay_seconds IS NOT NULL AND NOT c.retracted
+        GROUP BY 1, 2, 3, 4, 5
+    ) f
     CROSS JOIN (VALUES ('5m'), ('1h'), ('1d')) g (grain)
-    WHERE c.status = 'joined' AND c.delay_seconds IS NOT NULL AND NOT c.retracted
     GROUP BY 1, 2, 3, 4, 5, 6
     ON CONFLICT (grain, bucket, metric, application, model, le_seconds)
     DO UPDATE SET feedback_count = r.feedback_count + excluded.feedback_count;
@@ -327,32 +372,31 @@ END
 $$;
 
 -- Add read_model_ratings to the agreement rollups.  An item (target, metric) is bucketed by its
--- earliest rating's time; each source's current rating counts once.
+-- earliest rating's time; each source's current rating counts once.  Each statement reads the
+-- ratings once, grouped and windowed per item: no join between work tables, whose sizes the
+-- planner does not know (they are never analyzed).
 CREATE FUNCTION feedbackflow.read_model_add_ratings() RETURNS void LANGUAGE plpgsql AS $$
 BEGIN
-    CREATE TEMP TABLE IF NOT EXISTS read_model_items ON COMMIT DELETE ROWS AS
-        SELECT 0 AS sign, ''::text AS target_kind, ''::text AS join_key, ''::text AS metric,
-               now() AS ts, 0::bigint AS ratings WITH NO DATA;
+    -- Per item and category: n_ij, and per item its ratings n_i and earliest time.
     INSERT INTO pg_temp.read_model_items
-    SELECT sign, target_kind, join_key, metric, min(ts), count(*)
-    FROM pg_temp.read_model_ratings
-    GROUP BY sign, target_kind, join_key, metric;
+    SELECT sign, target_kind, join_key, metric, category, n,
+           sum(n) OVER item, min(first_ts) OVER item
+    FROM (SELECT sign, target_kind, join_key, metric, category, count(*) AS n,
+                 min(ts) AS first_ts
+          FROM pg_temp.read_model_ratings
+          GROUP BY sign, target_kind, join_key, metric, category) per_category
+    WINDOW item AS (PARTITION BY sign, target_kind, join_key, metric);
 
     -- Fleiss: P_i = (sum_j n_ij^2 - n_i) / (n_i (n_i - 1)) for items with n_i >= 2.
     INSERT INTO feedbackflow.agreement_item_rollup AS r (
         grain, bucket, metric, items, ratings, sum_item_agreement)
     SELECT g.grain, feedbackflow.read_model_bucket(g.grain, i.ts), i.metric,
            sum(i.sign), sum(i.sign * i.ratings),
-           sum(i.sign * (a.squares - i.ratings)::numeric / (i.ratings * (i.ratings - 1)))
-    FROM pg_temp.read_model_items i
-    JOIN (SELECT sign, target_kind, join_key, metric, sum(n * n) AS squares
-          FROM (SELECT sign, target_kind, join_key, metric, count(*) AS n
-                FROM pg_temp.read_model_ratings
-                GROUP BY sign, target_kind, join_key, metric, category) per_category
-          GROUP BY sign, target_kind, join_key, metric) a
-      USING (sign, target_kind, join_key, metric)
+           sum(i.sign * (i.squares - i.ratings)::numeric / (i.ratings * (i.ratings - 1)))
+    FROM (SELECT sign, metric, ts, ratings, sum(n * n) AS squares
+          FROM pg_temp.read_model_items WHERE ratings >= 2
+          GROUP BY sign, target_kind, join_key, metric, ts, ratings) i
     CROSS JOIN (VALUES ('5m'), ('1h'), ('1d')) g (grain)
-    WHERE i.ratings >= 2
     GROUP BY 1, 2, 3
     ON CONFLICT (grain, bucket, metric) DO UPDATE SET
         items = r.items + excluded.items,
@@ -361,34 +405,34 @@ BEGIN
 
     INSERT INTO feedbackflow.agreement_category_rollup AS r (
         grain, bucket, metric, category, ratings)
-    SELECT g.grain, feedbackflow.read_model_bucket(g.grain, i.ts), i.metric, x.category,
-           sum(x.sign)
-    FROM pg_temp.read_model_ratings x
-    JOIN pg_temp.read_model_items i USING (sign, target_kind, join_key, metric)
+    SELECT g.grain, feedbackflow.read_model_bucket(g.grain, i.ts), i.metric, i.category,
+           sum(i.sign * i.n)
+    FROM pg_temp.read_model_items i
     CROSS JOIN (VALUES ('5m'), ('1h'), ('1d')) g (grain)
     WHERE i.ratings >= 2
     GROUP BY 1, 2, 3, 4
     ON CONFLICT (grain, bucket, metric, category) DO UPDATE SET
         ratings = r.ratings + excluded.ratings;
 
-    -- Cohen: per item and source type its latest rating; one pair per item and two types.
+    -- Cohen: per item and source type its latest rating; a pair per item and two types
+    -- (source_type_a < source_type_b), taken from the item's few types.
     INSERT INTO feedbackflow.agreement_pair_rollup AS r (
         grain, bucket, metric, source_type_a, source_type_b, category_a, category_b, items)
-    SELECT g.grain, feedbackflow.read_model_bucket(g.grain, i.ts), i.metric,
-           a.source_type, b.source_type, a.category, b.category, sum(i.sign)
-    FROM (SELECT DISTINCT ON (sign, target_kind, join_key, metric, source_type) *
-          FROM pg_temp.read_model_ratings WHERE source_type IS NOT NULL
-          ORDER BY sign, target_kind, join_key, metric, source_type,
-                   ts DESC, feedback_id DESC) a
-    JOIN (SELECT DISTINCT ON (sign, target_kind, join_key, metric, source_type) *
-          FROM pg_temp.read_model_ratings WHERE source_type IS NOT NULL
-          ORDER BY sign, target_kind, join_key, metric, source_type,
-                   ts DESC, feedback_id DESC) b
-      ON b.sign = a.sign AND b.target_kind = a.target_kind AND b.join_key = a.join_key
-     AND b.metric = a.metric AND a.source_type < b.source_type
-    JOIN pg_temp.read_model_items i
-      ON i.sign = a.sign AND i.target_kind = a.target_kind AND i.join_key = a.join_key
-     AND i.metric = a.metric
+    SELECT g.grain, feedbackflow.read_model_bucket(g.grain, t.ts), t.metric,
+           t.types[a], t.types[b], t.categories[a], t.categories[b], sum(t.sign)
+    FROM (SELECT sign, metric, min(item_ts) AS ts,
+                 array_agg(source_type ORDER BY source_type) AS types,
+                 array_agg(category ORDER BY source_type) AS categories
+          FROM (SELECT DISTINCT ON (sign, target_kind, join_key, metric, source_type) *
+                FROM (SELECT x.*, min(x.ts) OVER (PARTITION BY x.sign, x.target_kind,
+                                                                x.join_key, x.metric) AS item_ts
+                      FROM pg_temp.read_model_ratings x) rated
+                WHERE source_type IS NOT NULL
+                ORDER BY sign, target_kind, join_key, metric, source_type,
+                         ts DESC, feedback_id DESC) latest
+          GROUP BY sign, target_kind, join_key, metric) t
+    CROSS JOIN LATERAL generate_series(1, cardinality(t.types)) a
+    CROSS JOIN LATERAL generate_series(a + 1, cardinality(t.types)) b
     CROSS JOIN (VALUES ('5m'), ('1h'), ('1d')) g (grain)
     GROUP BY 1, 2, 3, 4, 5, 6, 7
     ON CONFLICT (grain, bucket, metric, source_type_a, source_type_b, category_a, category_b)
@@ -396,15 +440,21 @@ BEGIN
 END
 $$;
 
-CREATE FUNCTION feedbackflow.read_model_add_coverage() RETURNS void LANGUAGE plpgsql AS $$
+CREATE FUNCTION feedbackflow.read_model_add_coverage() RETURNS void LANGUAGE plpgsql
+SET enable_hashjoin = on SET enable_mergejoin = on AS $$
 BEGIN
     INSERT INTO feedbackflow.prediction_coverage_rollup AS r (
         grain, bucket, application, model, predictions, with_feedback)
-    SELECT g.grain, feedbackflow.read_model_bucket(g.grain, c.ts), c.application, c.model,
-           sum(c.predictions), sum(c.with_feedback)
-    FROM pg_temp.read_model_coverage c
+    SELECT g.grain, feedbackflow.read_model_bucket(g.grain, f.bucket), f.application, f.model,
+           sum(f.predictions), sum(f.with_feedback)
+    FROM (
+        SELECT feedbackflow.read_model_bucket('5m', c.ts) AS bucket, c.application, c.model,
+               sum(c.predictions) AS predictions, sum(c.with_feedback) AS with_feedback
+        FROM pg_temp.read_model_coverage c
+        WHERE c.application IS NOT NULL
+        GROUP BY 1, 2, 3
+    ) f
     CROSS JOIN (VALUES ('5m'), ('1h'), ('1d')) g (grain)
-    WHERE c.application IS NOT NULL
     GROUP BY 1, 2, 3, 4
     ON CONFLICT (grain, bucket, application, model) DO UPDATE SET
         predictions = r.predictions + excluded.predictions,
@@ -412,7 +462,8 @@ BEGIN
 END
 $$;
 
--- The ratings of items (heads of boolean and categorical metrics with a value), signed.
+-- The ratings of the items whose heads change (heads of boolean and categorical metrics with a
+-- value), signed: read before the heads change (-1) and after (1).
 CREATE FUNCTION feedbackflow.read_model_note_ratings(item_sign integer) RETURNS void
 LANGUAGE plpgsql AS $$
 BEGIN
@@ -420,7 +471,8 @@ BEGIN
     SELECT item_sign, h.target_kind, h.join_key, h.metric, h.source_id, h.source_type,
            h.feedback_id, h.ts,
            feedbackflow.read_model_category(h.metric_type, h.value_bool, h.value_text)
-    FROM (SELECT DISTINCT target_kind, join_key, metric FROM pg_temp.read_model_new_heads) n
+    FROM (SELECT DISTINCT target_kind, join_key, metric FROM pg_temp.read_model_new_heads
+          WHERE metric_type IN ('boolean', 'categorical')) n
     JOIN feedbackflow.feedback_heads h
       ON h.target_kind = n.target_kind AND h.join_key = n.join_key AND h.metric = n.metric
     WHERE feedbackflow.read_model_category(h.metric_type, h.value_bool, h.value_text)
@@ -428,18 +480,57 @@ BEGIN
 END
 $$;
 
+-- Coverage: a prediction's first joined feedback among the window's changes, remembered in
+-- predictions_with_feedback and counted.  The returned rows meet the window's by a hash join
+-- (work tables only); the table itself is reached by its key (ON CONFLICT).
+CREATE FUNCTION feedbackflow.read_model_note_first_feedback() RETURNS void LANGUAGE plpgsql
+SET enable_hashjoin = on AS $$
+BEGIN
+    WITH joined AS (
+        SELECT DISTINCT ON (prediction_id, prediction_ts)
+               prediction_id, prediction_ts, application, model
+        FROM (SELECT prediction_id, prediction_ts, application, model, status
+              FROM pg_temp.read_model_changes
+              UNION ALL
+              SELECT prediction_id, prediction_ts, application, model, status
+              FROM pg_temp.read_model_resolved) c
+        WHERE status = 'joined' AND prediction_id IS NOT NULL
+        ORDER BY prediction_id, prediction_ts
+    ), first AS (
+        INSERT INTO feedbackflow.predictions_with_feedback (prediction_id, prediction_ts)
+        SELECT prediction_id, prediction_ts FROM joined
+        ON CONFLICT DO NOTHING
+        RETURNING prediction_id, prediction_ts
+    )
+    INSERT INTO pg_temp.read_model_coverage
+    SELECT j.prediction_ts, j.application, j.model, 0, 1
+    FROM first JOIN joined j USING (prediction_id, prediction_ts);
+END
+$$;
+
 -- One window's changes (read_model_changes, and read_model_coverage's new predictions) applied
 -- to the heads and the rollups.  Each feedback is taken as it stands after the window (its last
--- change); one that was stored pending before now leaves its pending contribution.
-CREATE FUNCTION feedbackflow.read_model_apply_changes() RETURNS void LANGUAGE plpgsql AS $$
+-- change); one that was stored pending before now leaves its pending contribution.  The heads
+-- are reached by their primary key only (nested loops; no hash joins or merge joins, which read
+-- the whole table), so that the cost follows the window, not the heads' number.
+CREATE FUNCTION feedbackflow.read_model_apply_changes() RETURNS void LANGUAGE plpgsql
+SET enable_hashjoin = off SET enable_mergejoin = off AS $$
 BEGIN
-    CREATE TEMP TABLE IF NOT EXISTS read_model_final ON COMMIT DELETE ROWS AS
-        SELECT *, false AS is_new FROM pg_temp.read_model_changes WITH NO DATA;
-    INSERT INTO pg_temp.read_model_final
-    SELECT DISTINCT ON (c.feedback_id, c.join_key, c.ts) c.*,
-           NOT bool_and(c.was_pending) OVER (PARTITION BY c.feedback_id, c.join_key, c.ts)
-    FROM pg_temp.read_model_changes c
-    ORDER BY c.feedback_id, c.join_key, c.ts, c.seq DESC;
+    -- A new feedback the window also resolved (stored pending, then joined or expired): it
+    -- counts as new, in the state it ends in.  Both are this window's work tables, so a hash
+    -- join is no read of history.
+    IF EXISTS (SELECT 1 FROM pg_temp.read_model_resolved) THEN
+        SET LOCAL enable_hashjoin = on;
+        UPDATE pg_temp.read_model_changes n SET
+            status = r.status, application = r.application, model = r.model,
+            prediction_id = r.prediction_id, prediction_ts = r.prediction_ts,
+            delay_seconds = r.delay_seconds
+        FROM pg_temp.read_model_resolved r
+        WHERE r.feedback_id = n.feedback_id AND r.join_key = n.join_key AND r.ts = n.ts;
+        DELETE FROM pg_temp.read_model_resolved r USING pg_temp.read_model_changes n
+        WHERE r.feedback_id = n.feedback_id AND r.join_key = n.join_key AND r.ts = n.ts;
+        SET LOCAL enable_hashjoin = off;
+    END IF;
 
     -- Stored pending, resolved now: counts move from pending to the outcome, for feedback that
     -- is current (no source id, or its key's head).
@@ -447,49 +538,44 @@ BEGIN
     SELECT s.sign, f.ts, f.metric, f.metric_type,
            CASE WHEN s.sign = 1 THEN f.application END, CASE WHEN s.sign = 1 THEN f.model END,
            f.source_type, CASE WHEN s.sign = 1 THEN f.status ELSE 'pending' END,
-           f.value_bool, f.value_float, f.value_text, f.error_code IS NOT NULL,
-           f.value_bool IS NULL AND f.value_float IS NULL AND f.value_text IS NULL
-               AND f.value_json IS NULL AND f.error_code IS NULL,
+           f.value_bool, f.value_float, f.value_text, f.has_error, f.retracted,
            CASE WHEN s.sign = 1 THEN f.delay_seconds END
-    FROM pg_temp.read_model_final f
+    FROM pg_temp.read_model_resolved f
     CROSS JOIN (VALUES (-1), (1)) s (sign)
-    LEFT JOIN feedbackflow.feedback_heads h
-      ON h.target_kind = f.target_kind AND h.join_key = f.join_key AND h.metric = f.metric
-     AND h.source_id = f.source_id
-    WHERE NOT f.is_new AND (f.source_id IS NULL OR h.feedback_id = f.feedback_id);
+    WHERE (f.source_id IS NULL OR EXISTS (
+        SELECT 1 FROM feedbackflow.feedback_heads h
+        WHERE h.target_kind = f.target_kind AND h.join_key = f.join_key
+          AND h.metric = f.metric AND h.source_id = f.source_id
+          AND h.feedback_id = f.feedback_id));
     UPDATE feedbackflow.feedback_heads h SET
         status = f.status, application = f.application, model = f.model,
         delay_seconds = f.delay_seconds
-    FROM pg_temp.read_model_final f
-    WHERE NOT f.is_new AND h.target_kind = f.target_kind AND h.join_key = f.join_key
+    FROM pg_temp.read_model_resolved f
+    WHERE h.target_kind = f.target_kind AND h.join_key = f.join_key
       AND h.metric = f.metric AND h.source_id = f.source_id AND h.feedback_id = f.feedback_id;
 
     -- New feedback without a source id: added.
     INSERT INTO pg_temp.read_model_contributions
     SELECT 1, f.ts, f.metric, f.metric_type, f.application, f.model, f.source_type, f.status,
-           f.value_bool, f.value_float, f.value_text, f.error_code IS NOT NULL,
-           f.value_bool IS NULL AND f.value_float IS NULL AND f.value_text IS NULL
-               AND f.value_json IS NULL AND f.error_code IS NULL,
+           f.value_bool, f.value_float, f.value_text, f.has_error, f.retracted,
            f.delay_seconds
-    FROM pg_temp.read_model_final f
-    WHERE f.is_new AND f.source_id IS NULL;
+    FROM pg_temp.read_model_changes f
+    WHERE f.source_id IS NULL;
 
     -- New revisions: per key the latest, if later than the head (latest ts, then feedback id).
     INSERT INTO pg_temp.read_model_new_heads
     SELECT w.target_kind, w.join_key, w.metric, w.source_id, w.feedback_id, w.ts,
            w.metric_type, w.application, w.model, w.source_type, w.status, w.value_bool,
-           w.value_float, w.value_text, w.error_code IS NOT NULL,
-           w.value_bool IS NULL AND w.value_float IS NULL AND w.value_text IS NULL
-               AND w.value_json IS NULL AND w.error_code IS NULL,
-           w.delay_seconds
+           w.value_float, w.value_text, w.has_error, w.retracted, w.delay_seconds
     FROM (SELECT DISTINCT ON (target_kind, join_key, metric, source_id) *
-          FROM pg_temp.read_model_final
-          WHERE is_new AND source_id IS NOT NULL
+          FROM pg_temp.read_model_changes
+          WHERE source_id IS NOT NULL
           ORDER BY target_kind, join_key, metric, source_id, ts DESC, feedback_id DESC) w
-    LEFT JOIN feedbackflow.feedback_heads h
-      ON h.target_kind = w.target_kind AND h.join_key = w.join_key AND h.metric = w.metric
-     AND h.source_id = w.source_id
-    WHERE h.feedback_id IS NULL OR (w.ts, w.feedback_id) > (h.ts, h.feedback_id);
+    WHERE NOT EXISTS (
+        SELECT 1 FROM feedbackflow.feedback_heads h
+        WHERE h.target_kind = w.target_kind AND h.join_key = w.join_key
+          AND h.metric = w.metric AND h.source_id = w.source_id
+          AND (h.ts, h.feedback_id) >= (w.ts, w.feedback_id));
 
     -- What they supersede leaves, they come in.
     INSERT INTO pg_temp.read_model_contributions
@@ -499,39 +585,32 @@ BEGIN
     FROM pg_temp.read_model_new_heads n
     JOIN feedbackflow.feedback_heads h
       ON h.target_kind = n.target_kind AND h.join_key = n.join_key AND h.metric = n.metric
-     AND h.source_id = n.source_id;
-    INSERT INTO pg_temp.read_model_contributions
+     AND h.source_id = n.source_id
+    UNION ALL
     SELECT 1, ts, metric, metric_type, application, model, source_type, status, value_bool,
            value_float, value_text, has_error, retracted, delay_seconds
     FROM pg_temp.read_model_new_heads;
 
+    -- The heads replaced, or added (windows hold the resolution lock: no other writer).
     PERFORM feedbackflow.read_model_note_ratings(-1);
-    INSERT INTO feedbackflow.feedback_heads AS h SELECT * FROM pg_temp.read_model_new_heads
-    ON CONFLICT (target_kind, join_key, metric, source_id) DO UPDATE SET
-        feedback_id = excluded.feedback_id, ts = excluded.ts,
-        metric_type = excluded.metric_type, application = excluded.application,
-        model = excluded.model, source_type = excluded.source_type, status = excluded.status,
-        value_bool = excluded.value_bool, value_float = excluded.value_float,
-        value_text = excluded.value_text, has_error = excluded.has_error,
-        retracted = excluded.retracted, delay_seconds = excluded.delay_seconds;
+    UPDATE feedbackflow.feedback_heads h SET
+        feedback_id = n.feedback_id, ts = n.ts, metric_type = n.metric_type,
+        application = n.application, model = n.model, source_type = n.source_type,
+        status = n.status, value_bool = n.value_bool, value_float = n.value_float,
+        value_text = n.value_text, has_error = n.has_error, retracted = n.retracted,
+        delay_seconds = n.delay_seconds
+    FROM pg_temp.read_model_new_heads n
+    WHERE h.target_kind = n.target_kind AND h.join_key = n.join_key AND h.metric = n.metric
+      AND h.source_id = n.source_id;
+    INSERT INTO feedbackflow.feedback_heads
+    SELECT * FROM pg_temp.read_model_new_heads n
+    WHERE NOT EXISTS (
+        SELECT 1 FROM feedbackflow.feedback_heads h
+        WHERE h.target_kind = n.target_kind AND h.join_key = n.join_key
+          AND h.metric = n.metric AND h.source_id = n.source_id);
     PERFORM feedbackflow.read_model_note_ratings(1);
 
-    -- Coverage: a prediction's first joined feedback.
-    WITH first AS (
-        INSERT INTO feedbackflow.predictions_with_feedback (prediction_id, prediction_ts)
-        SELECT DISTINCT prediction_id, prediction_ts FROM pg_temp.read_model_final
-        WHERE status = 'joined' AND prediction_id IS NOT NULL
-        ON CONFLICT DO NOTHING
-        RETURNING prediction_id, prediction_ts
-    )
-    INSERT INTO pg_temp.read_model_coverage
-    SELECT f.prediction_ts, f.application, f.model, 0, 1
-    FROM first JOIN (SELECT DISTINCT ON (prediction_id, prediction_ts) *
-                     FROM pg_temp.read_model_final
-                     WHERE status = 'joined' AND prediction_id IS NOT NULL
-                     ORDER BY prediction_id, prediction_ts) f
-      USING (prediction_id, prediction_ts);
-
+    PERFORM feedbackflow.read_model_note_first_feedback();
     PERFORM feedbackflow.read_model_add_contributions();
     PERFORM feedbackflow.read_model_add_ratings();
     PERFORM feedbackflow.read_model_add_coverage();
@@ -551,6 +630,7 @@ BEGIN
              feedbackflow.agreement_category_rollup;
     DELETE FROM pg_temp.read_model_contributions;
     DELETE FROM pg_temp.read_model_ratings;
+    DELETE FROM pg_temp.read_model_items;
     DELETE FROM pg_temp.read_model_coverage;
 
     INSERT INTO feedbackflow.feedback_heads
@@ -600,8 +680,8 @@ BEGIN
     PERFORM feedbackflow.read_model_add_coverage();
     DELETE FROM pg_temp.read_model_contributions;
     DELETE FROM pg_temp.read_model_ratings;
-    DELETE FROM pg_temp.read_model_coverage;
     DELETE FROM pg_temp.read_model_items;
+    DELETE FROM pg_temp.read_model_coverage;
 END
 $$;
 
@@ -642,21 +722,17 @@ HAVING sum(feedback_count) <> 0;
 
 DROP VIEW feedbackflow.feedback_delay;
 CREATE VIEW feedbackflow.feedback_delay AS
-SELECT metric, application, model, sum(feedback_count)::bigint AS joined_count,
-       feedbackflow.histogram_quantile(0.5, array_agg(le_seconds ORDER BY le_seconds),
-                                       array_agg(feedback_count::numeric ORDER BY le_seconds))
-           AS p50_seconds,
-       feedbackflow.histogram_quantile(0.9, array_agg(le_seconds ORDER BY le_seconds),
-                                       array_agg(feedback_count::numeric ORDER BY le_seconds))
-           AS p90_seconds,
-       feedbackflow.histogram_quantile(0.99, array_agg(le_seconds ORDER BY le_seconds),
-                                       array_agg(feedback_count::numeric ORDER BY le_seconds))
-           AS p99_seconds
-FROM (SELECT metric, application, model, le_seconds, sum(feedback_count) AS feedback_count
-      FROM feedbackflow.feedback_delay_rollup WHERE grain = '1d'
-      GROUP BY 1, 2, 3, 4) bins
-GROUP BY 1, 2, 3
-HAVING sum(feedback_count) <> 0;
+SELECT metric, application, model, joined_count,
+       q[1] AS p50_seconds, q[2] AS p90_seconds, q[3] AS p99_seconds
+FROM (SELECT metric, application, model, sum(feedback_count)::bigint AS joined_count,
+             feedbackflow.histogram_quantiles(
+                 ARRAY[0.5, 0.9, 0.99], array_agg(le_seconds ORDER BY le_seconds),
+                 array_agg(feedback_count::numeric ORDER BY le_seconds)) AS q
+      FROM (SELECT metric, application, model, le_seconds, sum(feedback_count) AS feedback_count
+            FROM feedbackflow.feedback_delay_rollup WHERE grain = '1d'
+            GROUP BY 1, 2, 3, 4) bins
+      GROUP BY 1, 2, 3
+      HAVING sum(feedback_count) <> 0) h;
 
 -- Helper tables the dashboards do not read.
 REVOKE ALL ON feedbackflow.feedback_heads, feedbackflow.predictions_with_feedback
