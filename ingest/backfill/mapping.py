@@ -18,12 +18,9 @@ import json
 import tomllib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
-from decimal import Decimal
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
-from uuid import UUID
 
 from ingest.backfill.sources import Values
 from ingest.metrics.registry import FieldError, MetricRegistry
@@ -73,9 +70,7 @@ class ColumnMapping:
     ) -> tuple[Kind, dict[str, Any]]:
         """The row as a wire event of its kind; FieldError naming the column at fault.  A
         missing value (null, or an empty CSV cell) is an absent field."""
-        if values == "arrow":
-            row = {name: _json_value(value) for name, value in row.items()}
-        elif values == "text":
+        if values == "text":
             row = {name: value for name, value in row.items() if value != ""}
         taken = self.taken
         event: dict[str, Any] = {}
@@ -147,34 +142,6 @@ def _kind_of(row: Mapping[str, Any], event: Mapping[str, Any], kind: KindChoice)
     if said in ("prediction", "feedback"):
         return "prediction" if said == "prediction" else "feedback"
     raise FieldError(KIND_COLUMN, f"is {said!r}; expected 'prediction' or 'feedback'")
-
-
-_JSON_SCALARS = frozenset({str, int, float, bool, type(None)})
-
-
-def _json_value(value: Any) -> Any:
-    """Arrow's Python values as JSON's: times as RFC 3339 (naive ones are UTC, as Parquet's own
-    timestamps usually are), UUIDs as text; maps are dicts already (``sources``).  JSON's own
-    types return at once: this runs for every value of every Parquet row (docs/performance.md)."""
-    kind = type(value)
-    if kind in _JSON_SCALARS:
-        return value
-    if kind is dict:
-        return {k: _json_value(v) for k, v in value.items()}
-    if isinstance(value, datetime):
-        aware = value if value.tzinfo is not None else value.replace(tzinfo=UTC)
-        return aware.isoformat()
-    if isinstance(value, date):
-        return value.isoformat()
-    if isinstance(value, UUID):
-        return str(value)
-    if isinstance(value, bytes) and len(value) == 16:
-        return str(UUID(bytes=value))
-    if isinstance(value, Decimal):
-        return float(value)
-    if isinstance(value, list):
-        return [_json_value(v) for v in value]
-    return value
 
 
 def _typed(event: dict[str, Any], registry: MetricRegistry) -> dict[str, Any]:
