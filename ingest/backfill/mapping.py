@@ -59,8 +59,8 @@ class ColumnMapping:
         if toml_file is not None:
             table = _backfill_table(toml_file)
             columns.update(_strings(table.get("columns", {}), f"{toml_file}: backfill.columns"))
-            constants.update(table.get("set", {}))
-            ignore.update(table.get("ignore", []))
+            constants.update(_table(table.get("set", {}), f"{toml_file}: backfill.set"))
+            ignore.update(_names(table.get("ignore", []), f"{toml_file}: backfill.ignore"))
         columns.update(_pairs(maps, "--map", "FIELD=COLUMN"))
         constants.update(_pairs(sets, "--set", "FIELD=VALUE"))
         return cls(columns, constants, frozenset(ignore))
@@ -93,6 +93,9 @@ class ColumnMapping:
         return frozenset(self.columns.values()) | self.ignored | {KIND_COLUMN}
 
 
+_TABLE_KEYS = ("columns", "set", "ignore")
+
+
 def _backfill_table(path: Path) -> Mapping[str, Any]:
     try:
         document = tomllib.loads(path.read_text(encoding="utf-8"))
@@ -101,13 +104,36 @@ def _backfill_table(path: Path) -> Mapping[str, Any]:
     table = document.get("backfill", {})
     if not isinstance(table, dict):
         raise MappingError(f"{path}: backfill must be a table")
+    for key in table:
+        if key not in _TABLE_KEYS:
+            # A misspelt key would otherwise leave every column unmapped, silently.
+            raise MappingError(
+                f"{path}: backfill.{key}: unknown key; expected one of {', '.join(_TABLE_KEYS)}"
+            )
     return table
 
 
-def _strings(table: object, where: str) -> dict[str, str]:
-    if not isinstance(table, dict) or not all(isinstance(v, str) for v in table.values()):
-        raise MappingError(f'{where}: a table of field = "column"')
+def _table(value: object, where: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise MappingError(f"{where}: must be a table of field = value")
+    return value
+
+
+def _strings(value: object, where: str) -> dict[str, str]:
+    table = _table(value, where)
+    for wire_field, column in table.items():
+        if not isinstance(column, str):
+            raise MappingError(
+                f"{where}.{wire_field}: {column!r} is not a column name; "
+                f'write {wire_field} = "column"'
+            )
     return dict(table)
+
+
+def _names(value: object, where: str) -> list[str]:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise MappingError(f'{where}: must be a list of column names (["a", "b"])')
+    return value
 
 
 def _pairs(items: Iterable[str], flag: str, shape: str) -> dict[str, str]:
