@@ -39,6 +39,8 @@ from ingest.sdk.producer import uuid7
 from ingest.topics import TopicNames, create_topics
 from workers.testing import traffic as data
 
+BATCH_ROWS = 20_000  # rows a backfill checks and writes at once, in every run here
+
 
 @dataclass(frozen=True)
 class Run:
@@ -122,7 +124,7 @@ async def bench(rows: int) -> list[Run]:
             "FEEDBACKFLOW_TOPIC_PREFIX": topics.prefix,
         }
         cli = [sys.executable, "-m", "workers.cli"]
-        backfill = [*cli, "backfill", "--no-progress", "--batch-rows", "20000"]
+        backfill = [*cli, "backfill", "--no-progress", "--batch-rows", str(BATCH_ROWS)]
         seconds, rss = run_command([*backfill, "--direct", *map(str, files)], env)
         runs.append(Run("(b) backfill --direct from Parquet", rows, seconds, rss))
         _say(f"{runs[-1].what}: {runs[-1].per_second:,.0f} rows/s, {rss:.0f} MB")
@@ -201,6 +203,7 @@ async def scale(sizes: list[int]) -> list[Run]:
                 "FEEDBACKFLOW_DATABASE_URL": await stack.database(f"scale{rows}"),
             }
             command = [sys.executable, "-m", "workers.cli", "backfill", "--no-progress"]
+            command += ["--batch-rows", str(BATCH_ROWS)]
             seconds, rss = run_command([*command, "--direct", str(path)], env)
             runs.append(
                 Run(f"backfill --direct, one Parquet file of {rows:,} rows", rows, seconds, rss)
