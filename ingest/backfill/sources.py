@@ -144,7 +144,9 @@ def _parquet_rows(path: Path) -> Iterator[SourceRow]:
     # (docs/performance.md).
     pa.set_memory_pool(pa.system_memory_pool())
     number = 0
-    with pq.ParquetFile(path) as parquet:
+    # Without pre-buffering: with it, the reader kept the column chunks it had read, and a
+    # file's run grew with the file (docs/performance.md).
+    with pq.ParquetFile(path, pre_buffer=False) as parquet:
         schema = parquet.schema_arrow
         names = schema.names
         # Maps as dicts is several times slower per row: only for a file that has one.
