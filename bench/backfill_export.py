@@ -8,6 +8,10 @@ one run on one event set.
 (e) ``feedbackflow export`` of what (b) stored, to Parquet and to JSONL.
 Each command runs as its own process, whose peak RSS is read from ``wait4``.  Prints a markdown
 table for docs/performance.md; writes nothing else.
+
+``--scale N [N ...]``: instead, ``backfill --direct`` alone of one predictions file of N rows
+each (written a row group at a time, so this process stays small too): its memory whatever the
+file's size.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import argparse
 import asyncio
 import json
 import os
+import random
 import subprocess
 import sys
 import tempfile
@@ -30,8 +35,11 @@ import pyarrow.parquet as pq
 
 from bench.ceilings import write_ceiling
 from bench.infra import running_stack
+from ingest.sdk.producer import uuid7
 from ingest.topics import TopicNames, create_topics
 from workers.testing import traffic as data
+
+BATCH_ROWS = 20_000  # rows a backfill checks and writes at once, in every run here
 
 
 @dataclass(frozen=True)
@@ -116,7 +124,7 @@ async def bench(rows: int) -> list[Run]:
             "FEEDBACKFLOW_TOPIC_PREFIX": topics.prefix,
         }
         cli = [sys.executable, "-m", "workers.cli"]
-        backfill = [*cli, "backfill", "--no-progress", "--batch-rows", "20000"]
+        backfill = [*cli, "backfill", "--no-progress", "--batch-rows", str(BATCH_ROWS)]
         seconds, rss = run_command([*backfill, "--direct", *map(str, files)], env)
         runs.append(Run("(b) backfill --direct from Parquet", rows, seconds, rss))
         _say(f"{runs[-1].what}: {runs[-1].per_second:,.0f} rows/s, {rss:.0f} MB")
@@ -143,17 +151,82 @@ async def bench(rows: int) -> list[Run]:
     return runs
 
 
+SCALE_GROUP_ROWS = 100_000
+
+
+def write_predictions(rows: int, path: Path) -> None:
+    """``rows`` predictions of the bench's shape in one Parquet file, a row group at a time,
+    ids minted at their own times (100 a millisecond, as ``data.generate`` spaces them)."""
+    rng = random.Random(11)
+    now_ms = int(time.time() * 1000)
+    writer: pq.ParquetWriter | None = None
+    try:
+        for start in range(0, rows, SCALE_GROUP_ROWS):
+            times = [now_ms + i // 100 for i in range(start, min(rows, start + SCALE_GROUP_ROWS))]
+            topics = [rng.choice(data.TOPICS) for _ in times]
+            table = pa.table(
+                {
+                    "prediction_id": [str(uuid7(at)) for at in times],
+                    "application": ["generate_haiku"] * len(times),
+                    "model": [rng.choice(data.MODELS) for _ in times],
+                    "inputs": [{"topic": t, "temperature": 0.7} for t in topics],
+                    "outputs": [
+                        {"haiku": f"{t} at dusk / five seven five syllables / the worker joins it"}
+                        for t in topics
+                    ],
+                    "tags": [{"env": "bench"}] * len(times),
+                    "timestamp": times,
+                }
+            )
+            if writer is None:
+                writer = pq.ParquetWriter(path, table.schema)
+            writer.write_table(table, row_group_size=SCALE_GROUP_ROWS)
+    finally:
+        if writer is not None:
+            writer.close()
+
+
+async def scale(sizes: list[int]) -> list[Run]:
+    """``backfill --direct`` of one predictions file per size, each into a new database."""
+    workdir = Path(tempfile.mkdtemp(prefix="ffbench-backfill-scale-"))
+    config = workdir / "feedbackflow.toml"
+    config.write_text(data.config_toml())
+    runs = []
+    async with running_stack(with_broker=False) as stack:
+        for rows in sizes:
+            path = workdir / f"predictions-{rows}.parquet"
+            _say(f"writing {rows:,} predictions")
+            write_predictions(rows, path)
+            env = {
+                **os.environ,
+                "FEEDBACKFLOW_CONFIG": str(config),
+                "FEEDBACKFLOW_DATABASE_URL": await stack.database(f"scale{rows}"),
+            }
+            command = [sys.executable, "-m", "workers.cli", "backfill", "--no-progress"]
+            command += ["--batch-rows", str(BATCH_ROWS)]
+            seconds, rss = run_command([*command, "--direct", str(path)], env)
+            runs.append(
+                Run(f"backfill --direct, one Parquet file of {rows:,} rows", rows, seconds, rss)
+            )
+            _say(f"{runs[-1].what}: {runs[-1].per_second:,.0f} rows/s, {rss:.0f} MB")
+            path.unlink()
+            await stack.drop_databases()
+    return runs
+
+
 def _feedback_rows(events: data.EventSet) -> int:
     return events.feedback
 
 
-def table(runs: list[Run]) -> str:
+def table(runs: list[Run], ratios: bool = True) -> str:
     lines = ["| what | rows | seconds | rows/s | peak RSS |", "|---|---:|---:|---:|---:|"]
     for run in runs:
         rss = "" if run.peak_rss_mb is None else f"{run.peak_rss_mb:.0f} MB"
         lines.append(
             f"| {run.what} | {run.rows:,} | {run.seconds:.1f} | {run.per_second:,.0f} | {rss} |"
         )
+    if not ratios:
+        return "\n".join(lines)
     by = {run.what[:3]: run for run in runs}
     lines += [
         "",
@@ -166,8 +239,12 @@ def table(runs: list[Run]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--scale", type=int, nargs="+", metavar="N", help="see above")
     args = parser.parse_args()
-    print(table(asyncio.run(bench(args.rows))))
+    if args.scale:
+        print(table(asyncio.run(scale(args.scale)), ratios=False))
+    else:
+        print(table(asyncio.run(bench(args.rows))))
 
 
 if __name__ == "__main__":

@@ -79,9 +79,16 @@ class RowChecker:
         topics: TopicNames,
         retention: timedelta,
         selectable_tags: Sequence[str] = (),
+        *,
+        keep_bytes: bool = True,
+        keep_rows: bool = True,
     ) -> None:
+        """``keep_bytes``: accepted rows carry their key and bytes (to publish them);
+        ``keep_rows``: the decoded rows are kept (to store them).  A batch holds only what its
+        destination uses while it is written: the peak memory of a run is a few batches."""
         self.mapping, self.kind, self.registry, self.topics = mapping, kind, registry, topics
         self.decoder = Decoder(registry, topics, retention, selectable_tags)
+        self.keep_bytes, self.keep_rows = keep_bytes, keep_rows
 
     def check(self, rows: Sequence[SourceRow], now: datetime) -> CheckedBatch:
         batch = CheckedBatch()
@@ -129,6 +136,13 @@ class RowChecker:
                 Reject(letter.kafka_offset, letter.error_field, letter.reason, row)
             )
         good = [r for r in records if r.offset not in dead]
+        if self.keep_rows:
+            batch.decoded.predictions.extend(decoded.predictions)
+            batch.decoded.feedback.extend(decoded.feedback)
+            batch.decoded.selectors.extend(decoded.selectors)
+        if not self.keep_bytes:
+            batch.accepted.extend(Accepted(r.offset, r.topic, b"", b"") for r in good)
+            return
         if records[0].topic == self.topics.predictions:
             # One row per record, in order; the feedback list holds only embedded feedback.
             keys = [p.join_key or str(p.prediction_id) for p in decoded.predictions]
@@ -143,6 +157,3 @@ class RowChecker:
             batch.accepted.append(
                 Accepted(record.offset, record.topic, key.encode(), record.value or b"")
             )
-        batch.decoded.predictions.extend(decoded.predictions)
-        batch.decoded.feedback.extend(decoded.feedback)
-        batch.decoded.selectors.extend(decoded.selectors)

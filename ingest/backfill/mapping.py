@@ -18,12 +18,9 @@ import json
 import tomllib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
-from decimal import Decimal
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
-from uuid import UUID
 
 from ingest.backfill.sources import Values
 from ingest.metrics.registry import FieldError, MetricRegistry
@@ -62,8 +59,8 @@ class ColumnMapping:
         if toml_file is not None:
             table = _backfill_table(toml_file)
             columns.update(_strings(table.get("columns", {}), f"{toml_file}: backfill.columns"))
-            constants.update(table.get("set", {}))
-            ignore.update(table.get("ignore", []))
+            constants.update(_table(table.get("set", {}), f"{toml_file}: backfill.set"))
+            ignore.update(_names(table.get("ignore", []), f"{toml_file}: backfill.ignore"))
         columns.update(_pairs(maps, "--map", "FIELD=COLUMN"))
         constants.update(_pairs(sets, "--set", "FIELD=VALUE"))
         return cls(columns, constants, frozenset(ignore))
@@ -73,9 +70,7 @@ class ColumnMapping:
     ) -> tuple[Kind, dict[str, Any]]:
         """The row as a wire event of its kind; FieldError naming the column at fault.  A
         missing value (null, or an empty CSV cell) is an absent field."""
-        if values == "arrow":
-            row = {name: _json_value(value) for name, value in row.items()}
-        elif values == "text":
+        if values == "text":
             row = {name: value for name, value in row.items() if value != ""}
         taken = self.taken
         event: dict[str, Any] = {}
@@ -98,6 +93,9 @@ class ColumnMapping:
         return frozenset(self.columns.values()) | self.ignored | {KIND_COLUMN}
 
 
+_TABLE_KEYS = ("columns", "set", "ignore")
+
+
 def _backfill_table(path: Path) -> Mapping[str, Any]:
     try:
         document = tomllib.loads(path.read_text(encoding="utf-8"))
@@ -106,13 +104,36 @@ def _backfill_table(path: Path) -> Mapping[str, Any]:
     table = document.get("backfill", {})
     if not isinstance(table, dict):
         raise MappingError(f"{path}: backfill must be a table")
+    for key in table:
+        if key not in _TABLE_KEYS:
+            # A misspelt key would otherwise leave every column unmapped, silently.
+            raise MappingError(
+                f"{path}: backfill.{key}: unknown key; expected one of {', '.join(_TABLE_KEYS)}"
+            )
     return table
 
 
-def _strings(table: object, where: str) -> dict[str, str]:
-    if not isinstance(table, dict) or not all(isinstance(v, str) for v in table.values()):
-        raise MappingError(f'{where}: a table of field = "column"')
+def _table(value: object, where: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise MappingError(f"{where}: must be a table of field = value")
+    return value
+
+
+def _strings(value: object, where: str) -> dict[str, str]:
+    table = _table(value, where)
+    for wire_field, column in table.items():
+        if not isinstance(column, str):
+            raise MappingError(
+                f"{where}.{wire_field}: {column!r} is not a column name; "
+                f'write {wire_field} = "column"'
+            )
     return dict(table)
+
+
+def _names(value: object, where: str) -> list[str]:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise MappingError(f'{where}: must be a list of column names (["a", "b"])')
+    return value
 
 
 def _pairs(items: Iterable[str], flag: str, shape: str) -> dict[str, str]:
@@ -147,34 +168,6 @@ def _kind_of(row: Mapping[str, Any], event: Mapping[str, Any], kind: KindChoice)
     if said in ("prediction", "feedback"):
         return "prediction" if said == "prediction" else "feedback"
     raise FieldError(KIND_COLUMN, f"is {said!r}; expected 'prediction' or 'feedback'")
-
-
-_JSON_SCALARS = frozenset({str, int, float, bool, type(None)})
-
-
-def _json_value(value: Any) -> Any:
-    """Arrow's Python values as JSON's: times as RFC 3339 (naive ones are UTC, as Parquet's own
-    timestamps usually are), UUIDs as text; maps are dicts already (``sources``).  JSON's own
-    types return at once: this runs for every value of every Parquet row (docs/performance.md)."""
-    kind = type(value)
-    if kind in _JSON_SCALARS:
-        return value
-    if kind is dict:
-        return {k: _json_value(v) for k, v in value.items()}
-    if isinstance(value, datetime):
-        aware = value if value.tzinfo is not None else value.replace(tzinfo=UTC)
-        return aware.isoformat()
-    if isinstance(value, date):
-        return value.isoformat()
-    if isinstance(value, UUID):
-        return str(value)
-    if isinstance(value, bytes) and len(value) == 16:
-        return str(UUID(bytes=value))
-    if isinstance(value, Decimal):
-        return float(value)
-    if isinstance(value, list):
-        return [_json_value(v) for v in value]
-    return value
 
 
 def _typed(event: dict[str, Any], registry: MetricRegistry) -> dict[str, Any]:

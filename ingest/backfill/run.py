@@ -58,6 +58,8 @@ async def backfill(settings: Settings, registry: MetricRegistry, options: Backfi
         topics,
         settings.pipeline.retention,
         settings.pipeline.selectable_tags,
+        keep_bytes=not (options.dry_run or options.direct),
+        keep_rows=options.direct and not options.dry_run,
     )
     destination: Destination | None = None
     if not options.dry_run:
