@@ -184,22 +184,13 @@ WHERE earlier.found IS NULL
 RESOLUTION_LOCK = "SELECT pg_advisory_xact_lock(4627188117730549063)"
 
 _PREDICTION = "SELECT p.prediction_id, p.application, p.model, p.ts FROM feedbackflow.predictions p"
-
-# The predicate of the partial index predictions_join_key (migration 0002): join keys a service
-# chose.  A default join key is the prediction id as text, found through the primary key.
-CHOSEN_JOIN_KEY = "p.join_key <> p.prediction_id::text"
-_UUID_TEXT = "'^[0-9a-fA-F]{8}-?([0-9a-fA-F]{4}-?){3}[0-9a-fA-F]{12}$'"
-
-
-def _as_uuid(text: str) -> str:
-    """``text`` as a uuid when it spells one, else NULL (a cast would fail the statement)."""
-    return f"(CASE WHEN {text} ~ {_UUID_TEXT} THEN {text}::uuid END)"
-
+# The same columns from the key directory (migration 0007), which holds them for every key.
+_KEYED = "SELECT d.prediction_id, d.application, d.model, d.ts FROM feedbackflow.prediction_keys d"
 
 # What a feedback may name, as the look-up branch that finds it.  A window's statements carry
-# only the branches its feedback needs: each branch over ~90 day partitions costs every row a
-# rescan even when its one-time filter is false, so a window of UUIDv7 targets looked up with
-# all four branches paid for three it never used (docs/performance.md).
+# only the branches its feedback needs: each branch costs every row a rescan even when its
+# one-time filter is false (when they searched every day partition, a window of UUIDv7 targets
+# looked up with all four branches paid for three it never used; docs/performance.md).
 TargetLookup = Literal["uuid7_id", "other_id", "join_key", "episode"]
 TARGET_LOOKUPS: tuple[TargetLookup, ...] = ("uuid7_id", "other_id", "join_key", "episode")
 
@@ -222,9 +213,12 @@ def _lookup(row: str, low: str, high: str, lookups: frozenset[TargetLookup]) -> 
     filters, so the other branches never touch the predictions table.  A UUIDv7 target is looked
     up only around the time its id carries, within the constant bounds ``low``..``high``
     (decoding holds predictions to that: a UUIDv7 id more than a day from its timestamp is a dead
-    letter); other ids, join keys and episodes search every partition.  A join key names its
-    latest prediction; an episode is represented by its first prediction (the view
-    episode_feedback_predictions lists them all).
+    letter).  Other ids, join keys and episodes are looked up in the key directory
+    (workers.postgres.key_directory): one index probe, whatever the history, where the
+    predictions would take one per day partition.  A prediction id is found under its join key
+    when that is its id, else under its id.  A join key names its latest prediction; an episode
+    is represented by its first prediction (the view episode_feedback_predictions lists them
+    all).
     """
     branches = {
         "uuid7_id": f"""({_PREDICTION}
@@ -233,24 +227,20 @@ def _lookup(row: str, low: str, high: str, lookups: frozenset[TargetLookup]) -> 
            AND p.ts >= {row}.target_id_time - {ID_TIME_SPAN}
            AND p.ts <= {row}.target_id_time + {ID_TIME_SPAN}
          LIMIT 1)""",
-        "other_id": f"""({_PREDICTION}
+        "other_id": f"""({_KEYED}
          WHERE {row}.target_id_time IS NULL AND {row}.target_prediction_id IS NOT NULL
-           AND p.prediction_id = {row}.target_prediction_id
+           AND d.kind IN ('k', 'i') AND d.key = {row}.target_prediction_id::text
+           AND d.prediction_id = {row}.target_prediction_id
          LIMIT 1)""",
-        "join_key": f"""(SELECT * FROM (
-            ({_PREDICTION}
-             WHERE {row}.target_join_key IS NOT NULL AND p.join_key = {row}.target_join_key
-               AND {CHOSEN_JOIN_KEY}
-             ORDER BY p.ts DESC LIMIT 1)
-            UNION ALL
-            ({_PREDICTION}
-             WHERE p.prediction_id = {_as_uuid(f"{row}.target_join_key")}
-               AND p.join_key = {row}.target_join_key)
-         ) k ORDER BY k.ts DESC LIMIT 1)""",
-        "episode": f"""(SELECT NULL::uuid AS prediction_id, p.application, p.model, p.ts
-         FROM feedbackflow.predictions p
-         WHERE {row}.target_episode_id IS NOT NULL AND p.episode_id = {row}.target_episode_id
-         ORDER BY p.ts ASC LIMIT 1)""",
+        "join_key": f"""({_KEYED}
+         WHERE {row}.target_join_key IS NOT NULL
+           AND d.kind = 'k' AND d.key = {row}.target_join_key
+         ORDER BY d.ts DESC LIMIT 1)""",
+        "episode": f"""(SELECT NULL::uuid AS prediction_id, d.application, d.model, d.ts
+         FROM feedbackflow.prediction_keys d
+         WHERE {row}.target_episode_id IS NOT NULL
+           AND d.kind = 'e' AND d.key = {row}.target_episode_id::text
+         ORDER BY d.ts ASC LIMIT 1)""",
     }
     chosen = [branches[name] for name in TARGET_LOOKUPS if name in lookups]
     if not chosen:

@@ -19,7 +19,7 @@ from operator import itemgetter
 
 import asyncpg
 
-from workers.postgres import join_sql, selector_sql
+from workers.postgres import join_sql, key_directory, selector_sql
 from workers.postgres.partitions import PartitionCatalog, day_of, days_of
 from workers.postgres.selectors import SelectorStep
 from workers.stream.decode import FeedbackRow, PredictionRow, SelectorRow, as_time
@@ -155,7 +155,10 @@ class SinkConnection:
             predictions = 0
             if contents.predictions:
                 low, high = _span(map(_TS, contents.predictions))
-                predictions = _count(await conn.execute(join_sql.INSERT_PREDICTIONS, low, high))
+                # With their keys (key_directory): what feedback by any target is looked up in.
+                predictions = await conn.fetchval(
+                    key_directory.INSERT_PREDICTIONS_AND_KEYS, low, high
+                )
             await self.selectors.index_tags(conn, contents)
             if resolve_after is not None:
                 await resolve_after()
