@@ -191,8 +191,50 @@ _KEYED = "SELECT d.prediction_id, d.application, d.model, d.ts FROM feedbackflow
 # only the branches its feedback needs: each branch costs every row a rescan even when its
 # one-time filter is false (when they searched every day partition, a window of UUIDv7 targets
 # looked up with all four branches paid for three it never used; docs/performance.md).
-TargetLookup = Literal["uuid7_id", "other_id", "join_key", "episode"]
-TARGET_LOOKUPS: tuple[TargetLookup, ...] = ("uuid7_id", "other_id", "join_key", "episode")
+#
+# ``uuid7_key`` is a join key that spells a UUIDv7 (canonical, as a default join key is): it may
+# be the default join key of a UUIDv7 prediction, which the key directory leaves out (the id's
+# time finds it), so it is also looked up around that time.
+TargetLookup = Literal["uuid7_id", "other_id", "join_key", "uuid7_key", "episode"]
+TARGET_LOOKUPS: tuple[TargetLookup, ...] = (
+    "uuid7_id",
+    "other_id",
+    "join_key",
+    "uuid7_key",
+    "episode",
+)
+
+# A join key that spells a UUIDv7 as uuid::text does, and the time that UUIDv7 carries.
+_UUID7_TEXT = "'^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$'"
+_HEX = frozenset("0123456789abcdef")
+
+
+def _key_uuid7(key: str) -> str:
+    """The UUIDv7 the join key ``key`` spells, else NULL (a cast would fail the statement)."""
+    return f"(CASE WHEN {key} ~ {_UUID7_TEXT} THEN {key}::uuid END)"
+
+
+def _key_time(key: str) -> str:
+    """The time the UUIDv7 the join key ``key`` spells carries (its first 48 bits, in ms), else
+    NULL (the hex would not cast)."""
+    millis = f"('x' || substr({key}, 1, 8) || substr({key}, 10, 4))::bit(48)::bigint"
+    return (
+        f"(CASE WHEN {key} ~ {_UUID7_TEXT}"
+        f" THEN timestamptz 'epoch' + {millis} * interval '1 millisecond' END)"
+    )
+
+
+def join_key_time(key: str) -> int | None:
+    """The time (micros) a join key carries when it spells a UUIDv7 (as _UUID7_TEXT), else
+    None: string tests only, run for join-key targets alone."""
+    if len(key) != 36 or key[14] != "7" or key[19] not in "89ab":
+        return None
+    if key[8] != "-" or key[13] != "-" or key[18] != "-" or key[23] != "-":
+        return None
+    digits = key[:8] + key[9:13] + key[14:18] + key[19:23] + key[24:]
+    if not _HEX.issuperset(digits):
+        return None
+    return int(digits[:12], 16) * 1000
 
 
 def target_lookup(
@@ -203,7 +245,11 @@ def target_lookup(
         return "uuid7_id"
     if target_prediction_id is not None:
         return "other_id"
-    return "join_key" if target_join_key is not None else "episode"
+    if target_join_key is None:
+        return "episode"
+    if isinstance(target_join_key, str) and join_key_time(target_join_key) is not None:
+        return "uuid7_key"
+    return "join_key"
 
 
 def _lookup(row: str, low: str, high: str, lookups: frozenset[TargetLookup]) -> str:
@@ -213,7 +259,8 @@ def _lookup(row: str, low: str, high: str, lookups: frozenset[TargetLookup]) -> 
     filters, so the other branches never touch the predictions table.  A UUIDv7 target is looked
     up only around the time its id carries, within the constant bounds ``low``..``high``
     (decoding holds predictions to that: a UUIDv7 id more than a day from its timestamp is a dead
-    letter).  Other ids, join keys and episodes are looked up in the key directory
+    letter), and so is a join key that spells a UUIDv7, which may be the default join key of
+    one.  Other ids, join keys and episodes are looked up in the key directory
     (workers.postgres.key_directory): one index probe, whatever the history, where the
     predictions would take one per day partition.  A prediction id is found under its join key
     when that is its id, else under its id.  A join key names its latest prediction; an episode
@@ -236,12 +283,30 @@ def _lookup(row: str, low: str, high: str, lookups: frozenset[TargetLookup]) -> 
          WHERE {row}.target_join_key IS NOT NULL
            AND d.kind = 'k' AND d.key = {row}.target_join_key
          ORDER BY d.ts DESC LIMIT 1)""",
+        # The same, and the UUIDv7 whose default join key it may be, around that UUIDv7's time:
+        # the latest of both.
+        "uuid7_key": f"""(SELECT * FROM (
+            ({_KEYED}
+             WHERE {row}.target_join_key IS NOT NULL
+               AND d.kind = 'k' AND d.key = {row}.target_join_key
+             ORDER BY d.ts DESC LIMIT 1)
+            UNION ALL
+            ({_PREDICTION}
+             WHERE p.prediction_id = {_key_uuid7(f"{row}.target_join_key")}
+               AND p.join_key = {row}.target_join_key
+               AND p.ts >= {low} AND p.ts <= {high}
+               AND p.ts >= {_key_time(f"{row}.target_join_key")} - {ID_TIME_SPAN}
+               AND p.ts <= {_key_time(f"{row}.target_join_key")} + {ID_TIME_SPAN}
+             LIMIT 1)
+         ) k ORDER BY k.ts DESC LIMIT 1)""",
         "episode": f"""(SELECT NULL::uuid AS prediction_id, d.application, d.model, d.ts
          FROM feedbackflow.prediction_keys d
          WHERE {row}.target_episode_id IS NOT NULL
            AND d.kind = 'e' AND d.key = {row}.target_episode_id::text
          ORDER BY d.ts ASC LIMIT 1)""",
     }
+    if "uuid7_key" in lookups:  # it looks the directory up as well
+        lookups = lookups - {"join_key"}
     chosen = [branches[name] for name in TARGET_LOOKUPS if name in lookups]
     if not chosen:
         raise ValueError("a look-up needs at least one target kind")
@@ -351,13 +416,16 @@ QUEUE_SIZE_ESTIMATE = (
 # (docs/performance.md).
 ANALYZE_QUEUED = "ANALYZE stage_queued"
 
-# The gathered feedback's time bounds, and which look-up branches it needs (TargetLookup).
-QUEUED_BOUNDS = """
+# The gathered feedback's time bounds, the times its UUIDv7 targets carry (ids, and join keys
+# that spell one), and which look-up branches it needs (TargetLookup).
+QUEUED_BOUNDS = f"""
 SELECT min(ts) AS ts_min, max(ts) AS ts_max,
-       min(target_id_time) AS id_time_min, max(target_id_time) AS id_time_max,
+       min(coalesce(target_id_time, {_key_time("target_join_key")})) AS id_time_min,
+       max(coalesce(target_id_time, {_key_time("target_join_key")})) AS id_time_max,
        bool_or(target_id_time IS NOT NULL) AS uuid7_id,
        bool_or(target_id_time IS NULL AND target_prediction_id IS NOT NULL) AS other_id,
        bool_or(target_join_key IS NOT NULL) AS join_key,
+       bool_or(target_join_key ~ {_UUID7_TEXT}) AS uuid7_key,
        bool_or(target_episode_id IS NOT NULL) AS episode
 FROM stage_queued
 """

@@ -20,9 +20,10 @@ from __future__ import annotations
 
 from workers.postgres.join_sql import INSERT_PREDICTIONS, STATEMENT_NAME
 
-# The kinds of key (migration 0007): a join key, for every prediction; an id, only where the join
-# key is not the id already and the id is not a UUIDv7 (found by the time it carries); an
-# episode, where there is one.
+# The kinds of key (migration 0007).  A join key, where it is not the id of a UUIDv7 (that one is
+# found by the time the id carries: join_sql's uuid7_key look-up): the default join key of most
+# predictions, which would otherwise cost each of them a directory row.  An id, only where
+# neither its join key nor its time finds it.  An episode, where there is one.
 JOIN_KEY, PREDICTION_ID, EPISODE = "k", "i", "e"
 
 _IS_UUID7 = (
@@ -34,10 +35,11 @@ def key_rows(p: str) -> str:
     """The directory rows of prediction ``p``, as ``k (kind, key)``: a LATERAL VALUES whose
     NULL keys the caller filters out."""
     uuid7 = _IS_UUID7.format(id=f"{p}.prediction_id")
-    id_needed = f"{p}.join_key <> {p}.prediction_id::text AND NOT {uuid7}"
+    id_text = f"{p}.prediction_id::text"
+    chosen = f"{p}.join_key <> {id_text}"
     return f"""CROSS JOIN LATERAL (VALUES
-    ('{JOIN_KEY}'::"char", {p}.join_key),
-    ('{PREDICTION_ID}'::"char", CASE WHEN {id_needed} THEN {p}.prediction_id::text END),
+    ('{JOIN_KEY}'::"char", CASE WHEN {chosen} OR NOT {uuid7} THEN {p}.join_key END),
+    ('{PREDICTION_ID}'::"char", CASE WHEN {chosen} AND NOT {uuid7} THEN {id_text} END),
     ('{EPISODE}'::"char", {p}.episode_id::text)
 ) k (kind, key)"""
 

@@ -36,6 +36,7 @@ QUEUE_PROBE_RATIO = 4
 _TS = itemgetter(PredictionRow._fields.index("ts"))
 _FEEDBACK_TS = itemgetter(FeedbackRow._fields.index("ts"))
 _TARGET_ID_TIME = itemgetter(FeedbackRow._fields.index("target_id_time"))
+_TARGET_JOIN_KEY = itemgetter(FeedbackRow._fields.index("target_join_key"))
 _SELECTOR_TS = itemgetter(SelectorRow._fields.index("ts"))
 
 
@@ -223,7 +224,10 @@ class SinkConnection:
             for f in contents.feedback
         )
         id_times = [t for t in map(_TARGET_ID_TIME, contents.feedback) if t is not None]
-        # $5, $6 exist with a UUIDv7 look-up.
+        if "uuid7_key" in lookups:  # and the times of join keys that spell a UUIDv7
+            keys = filter(None, map(_TARGET_JOIN_KEY, contents.feedback))
+            id_times += filter(None, map(join_sql.join_key_time, keys))
+        # $5, $6 exist with a UUIDv7 look-up (uuid7_id, uuid7_key).
         id_bounds = _span(id_times, ID_TIME_SPAN) if id_times else ()
         rows = await self.conn.fetch(
             join_sql.insert_feedback(lookups), low, high, self.retention, now, *id_bounds

@@ -1,13 +1,13 @@
--- The key directory: every key a feedback may name a prediction by, with what joining it needs
+-- The key directory: the keys a feedback may name a prediction by, with what joining it needs
 -- (the prediction's id, time, application and model), in one table with one index.  A feedback
 -- naming a join key, an episode or a prediction id that carries no time (not a UUIDv7) is
 -- resolved by one probe here instead of one probe per day partition of predictions
 -- (workers.postgres.key_directory; docs/architecture.md, "The key directory").
 --
--- kind 'k': the prediction's join key (chosen by its service, else its id as text), for every
---           prediction; a prediction whose join key is its id is found by id through it too.
--- kind 'i': the prediction's id as text, when its join key is chosen and its id is not a UUIDv7
---           (a UUIDv7 is found by the time it carries).
+-- kind 'k': the prediction's join key (chosen by its service, else its id as text), unless it is
+--           the id of a UUIDv7, which the time the id carries finds; a prediction whose join key
+--           is its id is found by id through it too.
+-- kind 'i': the prediction's id as text, when its join key is chosen and its id is not a UUIDv7.
 -- kind 'e': the prediction's episode id as text, when it has one.
 --
 -- Not partitioned: a partition per day would bring back a probe per day.  Retention deletes
@@ -24,16 +24,18 @@ CREATE TABLE feedbackflow.prediction_keys (
 CREATE INDEX prediction_keys_key ON feedbackflow.prediction_keys (kind, key, ts);
 CREATE INDEX prediction_keys_ts ON feedbackflow.prediction_keys USING brin (ts);
 
--- The predictions stored before this migration.
+-- The predictions stored before this migration (as workers.postgres.key_directory.key_rows).
 INSERT INTO feedbackflow.prediction_keys (kind, key, ts, prediction_id, application, model)
 SELECT k.kind, k.key, p.ts, p.prediction_id, p.application, p.model
 FROM feedbackflow.predictions p
+CROSS JOIN LATERAL (
+    SELECT p.join_key <> p.prediction_id::text AS chosen,
+           substr(p.prediction_id::text, 15, 1) = '7'
+           AND substr(p.prediction_id::text, 20, 1) IN ('8', '9', 'a', 'b') AS uuid7
+) id
 CROSS JOIN LATERAL (VALUES
-    ('k'::"char", p.join_key),
-    ('i'::"char", CASE WHEN p.join_key <> p.prediction_id::text
-                        AND NOT (substr(p.prediction_id::text, 15, 1) = '7'
-                                 AND substr(p.prediction_id::text, 20, 1) IN ('8', '9', 'a', 'b'))
-                       THEN p.prediction_id::text END),
+    ('k'::"char", CASE WHEN id.chosen OR NOT id.uuid7 THEN p.join_key END),
+    ('i'::"char", CASE WHEN id.chosen AND NOT id.uuid7 THEN p.prediction_id::text END),
     ('e'::"char", p.episode_id::text)
 ) k (kind, key)
 WHERE k.key IS NOT NULL;
