@@ -223,6 +223,20 @@ def kinds_table(k: dict[str, Any]) -> str:
             + "; ".join(rows)
             + ".",
         ]
+    layouts = [p for p in points if p.get("layouts")]
+    if layouts:
+        lines += [
+            "",
+            "The directory's layout, the same join keys looked up (a LATERAL probe each, SQL "
+            "alone): "
+            + "; ".join(
+                f"{p['stored']:,} stored: one table "
+                f"{burst / _median(p['layouts']['one_table']):,.0f}/s, partitioned by day "
+                f"{burst / _median(p['layouts']['by_day']):,.0f}/s"
+                for p in layouts
+            )
+            + ".",
+        ]
     lines += ["", f"{burst:,} feedback per window; {k['note']}. Run: {k['date']}."]
     return "\n".join(lines)
 

@@ -237,12 +237,62 @@ async def measure(url: str, runs: int, burst: int, seed: int) -> dict[str, list[
         await conn.close()
 
 
+# The alternative layout (docs/architecture.md, "The key directory"): the same rows, partitioned
+# by day of the prediction's time like the predictions, to be dropped with them.
+_BY_DAY = "feedbackflow.prediction_keys_by_day"
+_LOOK_UP = """
+SELECT count(m.ts) FROM unnest($1::text[]) t (key)
+LEFT JOIN LATERAL (
+    SELECT d.ts FROM {table} d WHERE d.kind = 'k' AND d.key = t.key
+    ORDER BY d.ts DESC LIMIT 1) m ON true
+"""
+
+
+async def directory_layouts(url: str, keys: list[str], runs: int) -> dict[str, list[float]]:
+    """Seconds to look ``keys`` (join keys) up in the directory as built, and in a copy
+    partitioned by day; the copy is made here and dropped after."""
+    conn = await asyncpg.connect(url)
+    try:
+        await conn.execute(f"DROP TABLE IF EXISTS {_BY_DAY}")
+        await conn.execute(
+            f"CREATE TABLE {_BY_DAY} (LIKE feedbackflow.prediction_keys) PARTITION BY RANGE (ts)"
+        )
+        today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+        for d in range(-2, HISTORY_DAYS + 2):
+            start = today - timedelta(days=d)
+            await conn.execute(
+                f"CREATE TABLE {_BY_DAY}_{d + 2} PARTITION OF {_BY_DAY}"
+                f" FOR VALUES FROM ('{start.isoformat()}') TO"
+                f" ('{(start + timedelta(days=1)).isoformat()}')"
+            )
+        await conn.execute(f"INSERT INTO {_BY_DAY} SELECT * FROM feedbackflow.prediction_keys")
+        await conn.execute(f"CREATE INDEX ON {_BY_DAY} (kind, key, ts)")
+        await conn.execute(f"VACUUM ANALYZE {_BY_DAY}")
+        await conn.execute("SET enable_seqscan = off; SET jit = off")
+        seconds: dict[str, list[float]] = {"one_table": [], "by_day": []}
+        for _ in range(runs):
+            for layout, table in (
+                ("one_table", "feedbackflow.prediction_keys"),
+                ("by_day", _BY_DAY),
+            ):
+                started = time.perf_counter()
+                found = await conn.fetchval(_LOOK_UP.format(table=table), keys)
+                seconds[layout].append(time.perf_counter() - started)
+                if found != len(keys):
+                    raise RuntimeError(f"{layout}: found {found} of {len(keys)}")
+        return seconds
+    finally:
+        await conn.execute(f"DROP TABLE IF EXISTS {_BY_DAY}")
+        await conn.close()
+
+
 @dataclass(frozen=True)
 class Point:
     """One history size: per code version, per kind, the seconds of every timed window."""
 
     stored: int
     seconds: dict[str, dict[str, list[float]]]
+    layouts: dict[str, list[float]]
 
     def median(self, version: str, kind: str) -> float:
         return statistics.median(self.seconds[version][kind])
@@ -296,7 +346,14 @@ async def compare(
                 for kind, values in got.items():
                     seconds[version].setdefault(kind, []).extend(values)
                 _say(f"    {size:,} {version} round {r}: " + _rates(got, burst))
-        points.append(Point(size, seconds))
+        conn = await asyncpg.connect(url)
+        try:
+            keys = [t["join_key"] for t in (await _targets(conn, burst))["join_key"]]
+        finally:
+            await conn.close()
+        layouts = await directory_layouts(url, keys, rounds)
+        _say(f"    layouts ({len(keys):,} join keys): " + _rates(layouts, len(keys)))
+        points.append(Point(size, seconds, layouts))
     return points
 
 
@@ -313,7 +370,9 @@ def as_result(points: list[Point], burst: int, note: str) -> dict[str, Any]:
     return {
         "burst": burst,
         "note": note,
-        "points": [{"stored": p.stored, "seconds": p.seconds} for p in points],
+        "points": [
+            {"stored": p.stored, "seconds": p.seconds, "layouts": p.layouts} for p in points
+        ],
     }
 
 

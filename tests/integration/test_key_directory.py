@@ -22,6 +22,7 @@ from ingest.metrics.registry import registry_from_mapping
 from ingest.sdk.producer import uuid7
 from ingest.topics import TopicNames
 from workers.postgres import join_sql
+from workers.postgres.migrate import available_migrations
 from workers.postgres.partitions import PartitionCatalog
 from workers.postgres.retention import apply_retention
 from workers.postgres.sink import SinkConnection
@@ -148,6 +149,22 @@ async def test_the_directory_holds_each_stored_prediction_s_keys_once(
     assert replay.predictions_inserted == 0
     count = await db.fetchval("SELECT count(*) FROM feedbackflow.prediction_keys")
     assert count == len(expected)
+
+
+async def test_the_migration_fills_the_directory_as_the_window_does(
+    db: asyncpg.Connection,
+) -> None:
+    """Predictions stored before migration 0007 get the same keys as those written after."""
+    story = Story()
+    await SinkConnection(db, retention=RETENTION).write(
+        _window(story.predictions, 1), datetime.now(UTC)
+    )
+    written = await _directory(db)
+    (migration,) = [m for m in available_migrations() if m.version == 7]
+    backfill = migration.sql.split("-- The predictions stored before this migration")[1]
+    await db.execute("DELETE FROM feedbackflow.prediction_keys")
+    await db.execute(backfill.split("\n", 1)[1])
+    assert await _directory(db) == written
 
 
 @pytest.mark.parametrize("queued_half", [0, 1])

@@ -156,10 +156,9 @@ class SinkConnection:
             predictions = 0
             if contents.predictions:
                 low, high = _span(map(_TS, contents.predictions))
-                # With their keys (key_directory): what feedback by any target is looked up in.
-                predictions = await conn.fetchval(
-                    key_directory.INSERT_PREDICTIONS_AND_KEYS, low, high
-                )
+                predictions = _count(await conn.execute(join_sql.INSERT_PREDICTIONS, low, high))
+                # What feedback by any target but a UUIDv7 id is looked up in (key_directory).
+                await conn.execute(key_directory.INSERT_KEYS, low, high)
             await self.selectors.index_tags(conn, contents)
             if resolve_after is not None:
                 await resolve_after()

@@ -30,8 +30,8 @@ SELECT k.kind, k.key, p.ts, p.prediction_id, p.application, p.model
 FROM feedbackflow.predictions p
 CROSS JOIN LATERAL (
     SELECT p.join_key <> p.prediction_id::text AS chosen,
-           substr(p.prediction_id::text, 15, 1) = '7'
-           AND substr(p.prediction_id::text, 20, 1) IN ('8', '9', 'a', 'b') AS uuid7
+           get_byte(uuid_send(p.prediction_id), 6) >> 4 = 7
+           AND get_byte(uuid_send(p.prediction_id), 8) >> 6 = 2 AS uuid7
 ) id
 CROSS JOIN LATERAL (VALUES
     ('k'::"char", CASE WHEN id.chosen OR NOT id.uuid7 THEN p.join_key END),
