@@ -21,7 +21,11 @@ CREATE TABLE feedbackflow.prediction_keys (
     application    text        NOT NULL,
     model          text
 );
-CREATE INDEX prediction_keys_key ON feedbackflow.prediction_keys (kind, key, ts);
+-- Covering: a look-up reads the index alone (once vacuum has marked the pages all-visible, as
+-- autovacuum does for inserts), one random read fewer per feedback once the directory outgrows
+-- the buffer cache (docs/performance.md).
+CREATE INDEX prediction_keys_key ON feedbackflow.prediction_keys (kind, key, ts)
+    INCLUDE (prediction_id, application, model);
 CREATE INDEX prediction_keys_ts ON feedbackflow.prediction_keys USING brin (ts);
 
 -- The predictions stored before this migration (as workers.postgres.key_directory.key_rows).
