@@ -328,7 +328,7 @@ async def compare(
     url: str, sizes: list[int], rounds: int, burst: int, old: Path | None
 ) -> list[Point]:
     """For each size: grow the history, then ``rounds`` rounds of one ``measure`` process per
-    code version (this tree's, and ``old``'s when given), interleaved."""
+    code version (this tree's, and ``old``'s when given), interleaved, in alternate order."""
     trees = {"new": HERE, **({"old": old} if old else {})}
     if old is not None:  # the same measurement, whatever the other commit's bench holds
         shutil.copy(__file__, old / "bench" / "target_kinds.py")
@@ -341,7 +341,10 @@ async def compare(
         stored = size
         seconds: dict[str, dict[str, list[float]]] = {v: {} for v in trees}
         for r in range(rounds):
-            for version, tree in trees.items():
+            # Each version first in every other round: what runs first meets the cache the
+            # other left, or the growth's VACUUM left.
+            order = list(trees.items())
+            for version, tree in order if r % 2 == 0 else order[::-1]:
                 got = await asyncio.to_thread(_measure_in, tree, url, 1, burst, 1000 * r + size)
                 for kind, values in got.items():
                     seconds[version].setdefault(kind, []).extend(values)
