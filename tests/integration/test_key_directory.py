@@ -149,6 +149,17 @@ async def test_the_directory_holds_each_stored_prediction_s_keys_once(
     assert replay.predictions_inserted == 0
     count = await db.fetchval("SELECT count(*) FROM feedbackflow.prediction_keys")
     assert count == len(expected)
+    # A copy a minute later is a copy (not stored): the directory keeps the stored row's time.
+    _, body = story.predictions[2]
+    moved = await sink.write(
+        _window([(False, {**body, "timestamp": body["timestamp"] + 60_000})], 2), datetime.now(UTC)
+    )
+    assert moved.predictions_inserted == 0
+    times = await db.fetch(
+        "SELECT DISTINCT ts FROM feedbackflow.prediction_keys WHERE prediction_id = $1",
+        uuid.UUID(story.v4_keyed),
+    )
+    assert [int(r["ts"].timestamp() * 1000) for r in times] == [body["timestamp"]]
 
 
 async def test_the_migration_fills_the_directory_as_the_window_does(
