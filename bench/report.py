@@ -208,7 +208,8 @@ def kinds_table(k: dict[str, Any]) -> str:
     lines += [
         "",
         f"Window-close time with {large['stored']:,} stored over {small['stored']:,} (this "
-        f"commit): {growth} (target ≤ 1.5: {_met(worst <= 1.5)}). Slowest kind over UUIDv7 with {large['stored']:,} "
+        f"commit): {growth} (target ≤ 1.5: {_met(worst <= 1.5)}). Slowest kind over UUIDv7 "
+        f"with {large['stored']:,} "
         f"stored: **{v7_at_large:.2f}** (target ≥ 0.8: {_met(v7_at_large >= 0.8)}).",
     ]
     if "old" in versions:
