@@ -167,6 +167,84 @@ def history_table(h: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+_KINDS = ("uuid7_id", "uuid4_id", "join_key", "episode")
+
+
+def _median(values: list[float]) -> float:
+    ordered = sorted(values)
+    mid = len(ordered) // 2
+    return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
+
+
+def kinds_table(k: dict[str, Any]) -> str:
+    """Feedback/s per target kind and history size (medians), the ratio to the UUIDv7 path, and
+    window-close time at the largest history over the smallest; against the commit before where
+    it was measured (bench.target_kinds)."""
+    burst, points = k["burst"], k["points"]
+    versions = [v for v in ("new", "old") if v in points[0]["seconds"]]
+    lines = [
+        "| stored | code | "
+        + " | ".join(f"{kind} feedback/s (x UUIDv7)" for kind in _KINDS)
+        + " | bench window (s) |",
+        "|---:|---|" + "---:|" * (len(_KINDS) + 1),
+    ]
+    for p in points:
+        for version in versions:
+            secs = p["seconds"][version]
+            v7 = burst / _median(secs["uuid7_id"])
+            cells = []
+            for kind in _KINDS:
+                rate = burst / _median(secs[kind])
+                cells.append(f"{rate:,.0f}" + ("" if kind == "uuid7_id" else f" ({rate / v7:.2f})"))
+            lines.append(
+                f"| {p['stored']:,} | {version} | {' | '.join(cells)} | "
+                f"{_median(secs['window']):.2f} |"
+            )
+    small, large = points[0], points[-1]
+    big, few = large["seconds"]["new"], small["seconds"]["new"]
+    growth = ", ".join(
+        f"{kind} {_median(big[kind]) / _median(few[kind]):.2f}" for kind in (*_KINDS, "window")
+    )
+    worst = max(_median(big[kind]) / _median(few[kind]) for kind in (*_KINDS, "window"))
+    v7_at_large = min(_median(big["uuid7_id"]) / _median(big[kind]) for kind in _KINDS[1:])
+    lines += [
+        "",
+        f"Window-close time with {large['stored']:,} stored over {small['stored']:,} (this "
+        f"commit): {growth} (target ≤ 1.5: {_met(worst <= 1.5)}). Slowest kind over UUIDv7 "
+        f"with {large['stored']:,} "
+        f"stored: **{v7_at_large:.2f}** (target ≥ 0.8: {_met(v7_at_large >= 0.8)}).",
+    ]
+    if "old" in versions:
+        rows = []
+        for p in points:
+            new, old = p["seconds"]["new"], p["seconds"]["old"]
+            v7 = _median(old["uuid7_id"]) / _median(new["uuid7_id"])
+            window = _median(old["window"]) / _median(new["window"])
+            rows.append(f"{p['stored']:,} stored: UUIDv7 {v7:.2f}, bench window {window:.2f}")
+        lines += [
+            "",
+            "This commit's speed over the commit before's (> 1: faster; target ≥ 0.95): "
+            + "; ".join(rows)
+            + ".",
+        ]
+    layouts = [p for p in points if p.get("layouts")]
+    if layouts:
+        lines += [
+            "",
+            "The directory's layout, the same join keys looked up (a LATERAL probe each, SQL "
+            "alone): "
+            + "; ".join(
+                f"{p['stored']:,} stored: one table "
+                f"{burst / _median(p['layouts']['one_table']):,.0f}/s, partitioned by day "
+                f"{burst / _median(p['layouts']['by_day']):,.0f}/s"
+                for p in layouts
+            )
+            + ".",
+        ]
+    lines += ["", f"{burst:,} feedback per window; {k['note']}. Run: {k['date']}."]
+    return "\n".join(lines)
+
+
 def gateway_table(g: dict[str, Any]) -> str:
     noop, feedback, batch = g["noop"], g["feedback"], g["v1_batch"]
     half, *bursty = g["half_rate"]
@@ -215,7 +293,7 @@ def gateway_table(g: dict[str, Any]) -> str:
 
 
 def write_doc() -> Path:
-    t, h, g = load("throughput"), load("history"), load("gateway")
+    t, h, g, k = load("throughput"), load("history"), load("gateway"), load("kinds")
     parts = ["# Performance", ""]
     meta = t or h or {}
     parts += [
@@ -246,6 +324,20 @@ def write_doc() -> Path:
         "",
     ]
     parts += [f"Run: {h['date']}.", "", history_table(h)] if h else ["(not run yet)"]
+    parts += [
+        "",
+        "## Feedback by any target",
+        "",
+        "```sh",
+        ".venv/bin/python -m bench.run kinds --sizes 100000 10000000 --rounds 4 --old CHECKOUT",
+        "```",
+        "",
+        "Windows of feedback only, each naming stored predictions of one kind, picked at random "
+        "across 90 days (bench/target_kinds.py); and windows of the history bench's shape. "
+        "Medians of the rounds, each round one process per commit, interleaved.",
+        "",
+    ]
+    parts += [kinds_table(k)] if k else ["(not run yet)"]
     parts += [
         "",
         "## The HTTP gateway",

@@ -10,7 +10,9 @@ with 10M predictions stored (minutes of loading, hence separate); ``gateway`` th
 under load (bench.gateway_load).  All three rewrite
 docs/performance.md from the saved results.  ``worker`` runs (4) alone, several times, to
 compare two commits of the worker, and ``statements`` the window writes alone, per SQL
-statement; neither writes anything.
+statement; neither writes anything.  ``kinds`` times feedback by each kind of target (UUIDv7 id,
+UUIDv4 id, join key, episode) with 100k and with millions of predictions stored, optionally
+interleaved with another commit's code (bench.target_kinds).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from bench import history, read_model, report, window_statements
+from bench import history, read_model, report, target_kinds, window_statements
 from bench.ceilings import Throughput, consume_ceiling, write_ceiling
 from bench.faust_agent import run_faust_agent
 from bench.gateway_load import gateway_load
@@ -238,6 +240,13 @@ def main() -> None:
         p.add_argument("--pending", type=int, default=1_000_000)
         p.add_argument("--latency-rate", type=int, default=3_000)
         p.add_argument("--latency-seconds", type=float, default=20.0)
+    k = sub.add_parser("kinds", help="feedback/s by target kind with 100k vs millions stored")
+    k.add_argument("--sizes", type=int, nargs="+", default=[100_000, 10_000_000])
+    k.add_argument("--rounds", type=int, default=3)
+    k.add_argument("--burst", type=int, default=target_kinds.BURST)
+    k.add_argument(
+        "--old", type=Path, help="a checkout of another commit, measured interleaved with this one"
+    )
     h.add_argument("--predictions", type=int, default=10_000_000)
     h.add_argument("--quick", action="store_true", help="1M instead of 10M")
     h.add_argument("--runs", type=int, default=3)
@@ -251,6 +260,10 @@ def main() -> None:
         result = asyncio.run(read_model_run(args))
         report.save("read_model", result)
         print(read_model.table(result))
+    elif command == "kinds":
+        report.save(
+            "kinds", asyncio.run(target_kinds.run(args.sizes, args.rounds, args.burst, args.old))
+        )
     elif command == "gateway":
         result = asyncio.run(
             gateway_load(args.rounds, args.seconds, args.concurrency, args.sdk_events)
@@ -263,13 +276,20 @@ def main() -> None:
     elif command == "statements":
         asyncio.run(statements_only(args))
         return
-    results = report.load("throughput")
-    if results and command == "throughput":
-        print(report.throughput_table(results))
-    hist = report.load("history")
-    if hist and command == "history":
-        print(report.history_table(hist))
+    _print_table(command)
     print(f"wrote {report.write_doc()}")
+
+
+def _print_table(command: str) -> None:
+    """The saved results of the set just measured, as the document shows them."""
+    tables = {
+        "throughput": report.throughput_table,
+        "history": report.history_table,
+        "kinds": report.kinds_table,
+    }
+    results = report.load(command)
+    if results and command in tables:
+        print(tables[command](results))
 
 
 if __name__ == "__main__":

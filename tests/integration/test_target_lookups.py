@@ -82,10 +82,10 @@ def _one_of_each_kind() -> tuple[list[data.Message], list[data.Message]]:
 def test_only_the_needed_look_ups_are_planned() -> None:
     uuid7_only = join_sql.insert_feedback(frozenset({"uuid7_id"}))
     every = join_sql.insert_feedback(frozenset(join_sql.TARGET_LOOKUPS))
-    assert "p.join_key = s.target_join_key" not in uuid7_only
-    assert "p.episode_id = s.target_episode_id" not in uuid7_only
-    assert "p.join_key = s.target_join_key" in every
-    assert "p.episode_id = s.target_episode_id" in every
+    assert "d.key = s.target_join_key" not in uuid7_only
+    assert "d.key = s.target_episode_id" not in uuid7_only
+    assert "d.key = s.target_join_key" in every
+    assert "d.key = s.target_episode_id" in every
     assert join_sql.target_lookup(uuid.uuid4(), None, None) == "other_id"
     assert join_sql.target_lookup(None, None, "order-17") == "join_key"
     assert join_sql.target_lookup(None, None, None) == "episode"

@@ -185,24 +185,57 @@ WHERE earlier.found IS NULL
 RESOLUTION_LOCK = "SELECT pg_advisory_xact_lock(4627188117730549063)"
 
 _PREDICTION = "SELECT p.prediction_id, p.application, p.model, p.ts FROM feedbackflow.predictions p"
-
-# The predicate of the partial index predictions_join_key (migration 0002): join keys a service
-# chose.  A default join key is the prediction id as text, found through the primary key.
-CHOSEN_JOIN_KEY = "p.join_key <> p.prediction_id::text"
-_UUID_TEXT = "'^[0-9a-fA-F]{8}-?([0-9a-fA-F]{4}-?){3}[0-9a-fA-F]{12}$'"
-
-
-def _as_uuid(text: str) -> str:
-    """``text`` as a uuid when it spells one, else NULL (a cast would fail the statement)."""
-    return f"(CASE WHEN {text} ~ {_UUID_TEXT} THEN {text}::uuid END)"
-
+# The same columns from the key directory (migration 0007), which holds them for every key.
+_KEYED = "SELECT d.prediction_id, d.application, d.model, d.ts FROM feedbackflow.prediction_keys d"
 
 # What a feedback may name, as the look-up branch that finds it.  A window's statements carry
-# only the branches its feedback needs: each branch over ~90 day partitions costs every row a
-# rescan even when its one-time filter is false, so a window of UUIDv7 targets looked up with
-# all four branches paid for three it never used (docs/performance.md).
-TargetLookup = Literal["uuid7_id", "other_id", "join_key", "episode"]
-TARGET_LOOKUPS: tuple[TargetLookup, ...] = ("uuid7_id", "other_id", "join_key", "episode")
+# only the branches its feedback needs: each branch costs every row a rescan even when its
+# one-time filter is false (when they searched every day partition, a window of UUIDv7 targets
+# looked up with all four branches paid for three it never used; docs/performance.md).
+#
+# ``uuid7_key`` is a join key that spells a UUIDv7 (canonical, as a default join key is): it may
+# be the default join key of a UUIDv7 prediction, which the key directory leaves out (the id's
+# time finds it), so it is also looked up around that time.
+TargetLookup = Literal["uuid7_id", "other_id", "join_key", "uuid7_key", "episode"]
+TARGET_LOOKUPS: tuple[TargetLookup, ...] = (
+    "uuid7_id",
+    "other_id",
+    "join_key",
+    "uuid7_key",
+    "episode",
+)
+
+# A join key that spells a UUIDv7 as uuid::text does, and the time that UUIDv7 carries.
+_UUID7_TEXT = "'^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$'"
+_HEX = frozenset("0123456789abcdef")
+
+
+def _key_uuid7(key: str) -> str:
+    """The UUIDv7 the join key ``key`` spells, else NULL (a cast would fail the statement)."""
+    return f"(CASE WHEN {key} ~ {_UUID7_TEXT} THEN {key}::uuid END)"
+
+
+def _key_time(key: str) -> str:
+    """The time the UUIDv7 the join key ``key`` spells carries (its first 48 bits, in ms), else
+    NULL (the hex would not cast)."""
+    millis = f"('x' || substr({key}, 1, 8) || substr({key}, 10, 4))::bit(48)::bigint"
+    return (
+        f"(CASE WHEN {key} ~ {_UUID7_TEXT}"
+        f" THEN timestamptz 'epoch' + {millis} * interval '1 millisecond' END)"
+    )
+
+
+def join_key_time(key: str) -> int | None:
+    """The time (micros) a join key carries when it spells a UUIDv7 (as _UUID7_TEXT), else
+    None: string tests only, run for join-key targets alone."""
+    if len(key) != 36 or key[14] != "7" or key[19] not in "89ab":
+        return None
+    if key[8] != "-" or key[13] != "-" or key[18] != "-" or key[23] != "-":
+        return None
+    digits = key[:8] + key[9:13] + key[14:18] + key[19:23] + key[24:]
+    if not _HEX.issuperset(digits):
+        return None
+    return int(digits[:12], 16) * 1000
 
 
 def target_lookup(
@@ -213,7 +246,11 @@ def target_lookup(
         return "uuid7_id"
     if target_prediction_id is not None:
         return "other_id"
-    return "join_key" if target_join_key is not None else "episode"
+    if target_join_key is None:
+        return "episode"
+    if isinstance(target_join_key, str) and join_key_time(target_join_key) is not None:
+        return "uuid7_key"
+    return "join_key"
 
 
 def _lookup(row: str, low: str, high: str, lookups: frozenset[TargetLookup]) -> str:
@@ -223,9 +260,13 @@ def _lookup(row: str, low: str, high: str, lookups: frozenset[TargetLookup]) -> 
     filters, so the other branches never touch the predictions table.  A UUIDv7 target is looked
     up only around the time its id carries, within the constant bounds ``low``..``high``
     (decoding holds predictions to that: a UUIDv7 id more than a day from its timestamp is a dead
-    letter); other ids, join keys and episodes search every partition.  A join key names its
-    latest prediction; an episode is represented by its first prediction (the view
-    episode_feedback_predictions lists them all).
+    letter), and so is a join key that spells a UUIDv7, which may be the default join key of
+    one.  Other ids, join keys and episodes are looked up in the key directory
+    (workers.postgres.key_directory): one index probe, whatever the history, where the
+    predictions would take one per day partition.  A prediction id is found under its join key
+    when that is its id, else under its id.  A join key names its latest prediction; an episode
+    is represented by its first prediction (the view episode_feedback_predictions lists them
+    all).
     """
     branches = {
         "uuid7_id": f"""({_PREDICTION}
@@ -234,25 +275,39 @@ def _lookup(row: str, low: str, high: str, lookups: frozenset[TargetLookup]) -> 
            AND p.ts >= {row}.target_id_time - {ID_TIME_SPAN}
            AND p.ts <= {row}.target_id_time + {ID_TIME_SPAN}
          LIMIT 1)""",
-        "other_id": f"""({_PREDICTION}
+        "other_id": f"""({_KEYED}
          WHERE {row}.target_id_time IS NULL AND {row}.target_prediction_id IS NOT NULL
-           AND p.prediction_id = {row}.target_prediction_id
+           AND d.kind IN ('k', 'i') AND d.key = {row}.target_prediction_id::text
+           AND d.prediction_id = {row}.target_prediction_id
          LIMIT 1)""",
-        "join_key": f"""(SELECT * FROM (
-            ({_PREDICTION}
-             WHERE {row}.target_join_key IS NOT NULL AND p.join_key = {row}.target_join_key
-               AND {CHOSEN_JOIN_KEY}
-             ORDER BY p.ts DESC LIMIT 1)
+        "join_key": f"""({_KEYED}
+         WHERE {row}.target_join_key IS NOT NULL
+           AND d.kind = 'k' AND d.key = {row}.target_join_key
+         ORDER BY d.ts DESC LIMIT 1)""",
+        # The same, and the UUIDv7 whose default join key it may be, around that UUIDv7's time:
+        # the latest of both.
+        "uuid7_key": f"""(SELECT * FROM (
+            ({_KEYED}
+             WHERE {row}.target_join_key IS NOT NULL
+               AND d.kind = 'k' AND d.key = {row}.target_join_key
+             ORDER BY d.ts DESC LIMIT 1)
             UNION ALL
             ({_PREDICTION}
-             WHERE p.prediction_id = {_as_uuid(f"{row}.target_join_key")}
-               AND p.join_key = {row}.target_join_key)
+             WHERE p.prediction_id = {_key_uuid7(f"{row}.target_join_key")}
+               AND p.join_key = {row}.target_join_key
+               AND p.ts >= {low} AND p.ts <= {high}
+               AND p.ts >= {_key_time(f"{row}.target_join_key")} - {ID_TIME_SPAN}
+               AND p.ts <= {_key_time(f"{row}.target_join_key")} + {ID_TIME_SPAN}
+             LIMIT 1)
          ) k ORDER BY k.ts DESC LIMIT 1)""",
-        "episode": f"""(SELECT NULL::uuid AS prediction_id, p.application, p.model, p.ts
-         FROM feedbackflow.predictions p
-         WHERE {row}.target_episode_id IS NOT NULL AND p.episode_id = {row}.target_episode_id
-         ORDER BY p.ts ASC LIMIT 1)""",
+        "episode": f"""(SELECT NULL::uuid AS prediction_id, d.application, d.model, d.ts
+         FROM feedbackflow.prediction_keys d
+         WHERE {row}.target_episode_id IS NOT NULL
+           AND d.kind = 'e' AND d.key = {row}.target_episode_id::text
+         ORDER BY d.ts ASC LIMIT 1)""",
     }
+    if "uuid7_key" in lookups:  # it looks the directory up as well
+        lookups = lookups - {"join_key"}
     chosen = [branches[name] for name in TARGET_LOOKUPS if name in lookups]
     if not chosen:
         raise ValueError("a look-up needs at least one target kind")
@@ -363,13 +418,16 @@ QUEUE_SIZE_ESTIMATE = (
 # (docs/performance.md).
 ANALYZE_QUEUED = "ANALYZE stage_queued"
 
-# The gathered feedback's time bounds, and which look-up branches it needs (TargetLookup).
-QUEUED_BOUNDS = """
+# The gathered feedback's time bounds, the times its UUIDv7 targets carry (ids, and join keys
+# that spell one), and which look-up branches it needs (TargetLookup).
+QUEUED_BOUNDS = f"""
 SELECT min(ts) AS ts_min, max(ts) AS ts_max,
-       min(target_id_time) AS id_time_min, max(target_id_time) AS id_time_max,
+       min(coalesce(target_id_time, {_key_time("target_join_key")})) AS id_time_min,
+       max(coalesce(target_id_time, {_key_time("target_join_key")})) AS id_time_max,
        bool_or(target_id_time IS NOT NULL) AS uuid7_id,
        bool_or(target_id_time IS NULL AND target_prediction_id IS NOT NULL) AS other_id,
        bool_or(target_join_key IS NOT NULL) AS join_key,
+       bool_or(target_join_key ~ {_UUID7_TEXT}) AS uuid7_key,
        bool_or(target_episode_id IS NOT NULL) AS episode
 FROM stage_queued
 """

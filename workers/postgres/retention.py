@@ -1,8 +1,11 @@
 """Retention: drop whole day partitions once every event in them is past the retention.
 
 Never a bulk DELETE: dropping a partition is a catalogue change, instant whatever its size, and
-leaves no dead tuples for vacuum.  Pending feedback is expired first, so a feedback that waited
-the whole retention is recorded as expired (and counted) before its day is dropped.
+leaves no dead tuples for vacuum.  The one exception is the key directory, one table so that a
+look-up is one probe (workers.postgres.key_directory): its rows of the dropped days are
+deleted, found through a BRIN index on their time.  Pending feedback is expired first, so a
+feedback that waited the whole retention is recorded as expired (and counted) before its day
+is dropped.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ from datetime import UTC, datetime, timedelta
 
 import asyncpg
 
-from workers.postgres import join_sql, read_model_sql, selector_sql
+from workers.postgres import join_sql, key_directory, read_model_sql, selector_sql
 from workers.postgres.partitions import PARTITIONED_TABLES, existing_partitions
 
 
@@ -53,4 +56,7 @@ async def apply_retention(
                 dropped.append(name)
     # The rollups and their helper tables, from the first day the partitions keep.
     await conn.execute(read_model_sql.TRIM, first_day_kept(horizon))
+    # The directory's keys of the predictions dropped: every day that ended by the horizon.
+    horizon_day = horizon.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    await conn.execute(key_directory.TRIM, horizon_day)
     return RetentionResult(expired, dropped)

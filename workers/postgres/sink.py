@@ -19,7 +19,7 @@ from operator import itemgetter
 
 import asyncpg
 
-from workers.postgres import join_sql, read_model_sql, selector_sql
+from workers.postgres import join_sql, key_directory, read_model_sql, selector_sql
 from workers.postgres.partitions import PartitionCatalog, day_of, days_of
 from workers.postgres.selectors import SelectorStep
 from workers.stream.decode import FeedbackRow, PredictionRow, SelectorRow, as_time
@@ -36,6 +36,7 @@ QUEUE_PROBE_RATIO = 4
 _TS = itemgetter(PredictionRow._fields.index("ts"))
 _FEEDBACK_TS = itemgetter(FeedbackRow._fields.index("ts"))
 _TARGET_ID_TIME = itemgetter(FeedbackRow._fields.index("target_id_time"))
+_TARGET_JOIN_KEY = itemgetter(FeedbackRow._fields.index("target_join_key"))
 _SELECTOR_TS = itemgetter(SelectorRow._fields.index("ts"))
 
 
@@ -162,6 +163,8 @@ class SinkConnection:
                 predictions = await conn.fetchval(
                     read_model_sql.INSERT_PREDICTIONS_NOTED, low, high
                 )
+                # What feedback by any target but a UUIDv7 id is looked up in (key_directory).
+                await conn.execute(key_directory.INSERT_KEYS, low, high)
             await self.selectors.index_tags(conn, contents)
             if resolve_after is not None:
                 await resolve_after()
@@ -228,7 +231,10 @@ class SinkConnection:
             for f in contents.feedback
         )
         id_times = [t for t in map(_TARGET_ID_TIME, contents.feedback) if t is not None]
-        # $5, $6 exist with a UUIDv7 look-up.
+        if "uuid7_key" in lookups:  # and the times of join keys that spell a UUIDv7
+            keys = filter(None, map(_TARGET_JOIN_KEY, contents.feedback))
+            id_times += filter(None, map(join_sql.join_key_time, keys))
+        # $5, $6 exist with a UUIDv7 look-up (uuid7_id, uuid7_key).
         id_bounds = _span(id_times, ID_TIME_SPAN) if id_times else ()
         rows = await self.conn.fetch(
             join_sql.insert_feedback(lookups), low, high, self.retention, now, *id_bounds
