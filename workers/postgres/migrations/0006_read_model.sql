@@ -299,7 +299,7 @@ $$;
 -- and days are unions of five-minute buckets).  The work tables are joined to each other only,
 -- so hash joins are allowed again here.
 CREATE FUNCTION feedbackflow.read_model_add_contributions() RETURNS void LANGUAGE plpgsql
-SET enable_hashjoin = on SET enable_mergejoin = on AS $$
+SET enable_hashjoin = on SET enable_mergejoin = on SET enable_sort = off AS $$
 BEGIN
     INSERT INTO feedbackflow.feedback_rollup AS r (
         grain, bucket, metric, metric_type, application, model, source_type, status,
@@ -314,14 +314,15 @@ BEGIN
                c.application, c.model, c.source_type, c.status,
                sum(c.sign) AS feedback_count,
                coalesce(sum(c.sign) FILTER (WHERE c.has_error), 0) AS error_count,
-               coalesce(sum(c.sign) FILTER (WHERE c.value_float IS NOT NULL), 0) AS value_count,
-               coalesce(sum(c.sign * c.value_float::numeric), 0) AS value_sum,
-               coalesce(sum(c.sign * c.value_float::numeric * c.value_float::numeric), 0)
-                   AS value_sum_squares,
+               coalesce(sum(c.sign) FILTER (WHERE c.value IS NOT NULL), 0) AS value_count,
+               coalesce(sum(c.sign * c.value), 0) AS value_sum,
+               coalesce(sum(c.sign * c.value * c.value), 0) AS value_sum_squares,
                coalesce(sum(c.sign) FILTER (WHERE c.value_bool IS NOT NULL), 0)
                    AS boolean_count,
                coalesce(sum(c.sign) FILTER (WHERE c.value_bool), 0) AS positive_count
-        FROM pg_temp.read_model_contributions c
+        -- (The float converted to numeric once per row: the conversion prints the float.)
+        FROM (SELECT *, value_float::numeric AS value FROM pg_temp.read_model_contributions
+              OFFSET 0) c
         WHERE NOT c.retracted
         GROUP BY 1, 2, 3, 4, 5, 6, 7
     ) f
@@ -487,7 +488,8 @@ $$;
 -- the key each (the CTEs share the statement's snapshot, so the probe sees the table before the
 -- insert), then inserted without ON CONFLICT (windows hold the resolution lock: no other
 -- writer), which was measured cheaper than a speculative insertion (docs/performance.md).
-CREATE FUNCTION feedbackflow.read_model_note_first_feedback() RETURNS void LANGUAGE plpgsql AS $$
+CREATE FUNCTION feedbackflow.read_model_note_first_feedback() RETURNS void LANGUAGE plpgsql
+SET enable_sort = off AS $$
 BEGIN
     WITH first AS MATERIALIZED (
         SELECT j.prediction_id, j.prediction_ts, j.application, j.model
