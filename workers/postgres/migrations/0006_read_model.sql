@@ -510,7 +510,8 @@ BEGIN
         SELECT prediction_id, prediction_ts FROM first
     )
     INSERT INTO pg_temp.read_model_coverage
-    SELECT prediction_ts, application, model, 0, 1 FROM first;
+    SELECT feedbackflow.read_model_bucket('5m', prediction_ts), application, model, 0, count(*)
+    FROM first GROUP BY 1, 2, 3;
 END
 $$;
 
