@@ -570,8 +570,10 @@ BEGIN
     WHERE f.source_id IS NULL;
 
     -- New revisions: per key the latest, if later than the head (latest ts, then feedback id).
-    -- One probe of the head per key: what it supersedes leaves (-1) and it comes in (1), and
-    -- the work table remembers whether it replaces a head or adds one.
+    -- One probe of the head per key: what it supersedes leaves (-1) and it comes in (1).  Heads
+    -- that are no rating, before or after, are replaced or added in the same statement; those
+    -- of ratings go through the work table (with whether each replaces a head or adds one), so
+    -- that their items' ratings are read before the heads change and after.
     -- (Sorted bytewise, COLLATE "C": the order only groups equal keys, and a libc collation
     -- compares through strcoll without abbreviated keys.)
     WITH latest AS (
@@ -590,7 +592,9 @@ BEGIN
                h.model AS old_model, h.source_type AS old_source_type, h.status AS old_status,
                h.value_bool AS old_value_bool, h.value_float AS old_value_float,
                h.value_text AS old_value_text, h.has_error AS old_has_error,
-               h.retracted AS old_retracted, h.delay_seconds AS old_delay_seconds
+               h.retracted AS old_retracted, h.delay_seconds AS old_delay_seconds,
+               w.metric_type IN ('boolean', 'categorical')
+                   OR coalesce(h.metric_type IN ('boolean', 'categorical'), false) AS rated
         FROM latest w
         LEFT JOIN feedbackflow.feedback_heads h
           ON h.target_kind = w.target_kind AND h.join_key = w.join_key
@@ -601,7 +605,23 @@ BEGIN
         SELECT target_kind, join_key, metric, source_id, feedback_id, ts, metric_type,
                application, model, source_type, status, value_bool, value_float, value_text,
                has_error, retracted, delay_seconds, replaces
-        FROM probed
+        FROM probed WHERE rated
+    ), replaced AS (
+        UPDATE feedbackflow.feedback_heads h SET
+            feedback_id = n.feedback_id, ts = n.ts, metric_type = n.metric_type,
+            application = n.application, model = n.model, source_type = n.source_type,
+            status = n.status, value_bool = n.value_bool, value_float = n.value_float,
+            value_text = n.value_text, has_error = n.has_error, retracted = n.retracted,
+            delay_seconds = n.delay_seconds
+        FROM probed n
+        WHERE n.replaces AND NOT n.rated AND h.target_kind = n.target_kind
+          AND h.join_key = n.join_key AND h.metric = n.metric AND h.source_id = n.source_id
+    ), added AS (
+        INSERT INTO feedbackflow.feedback_heads
+        SELECT target_kind, join_key, metric, source_id, feedback_id, ts, metric_type,
+               application, model, source_type, status, value_bool, value_float, value_text,
+               has_error, retracted, delay_seconds
+        FROM probed WHERE NOT replaces AND NOT rated
     )
     INSERT INTO pg_temp.read_model_contributions
     SELECT -1, old_ts, metric, old_metric_type, old_application, old_model, old_source_type,
@@ -613,22 +633,17 @@ BEGIN
            value_float, value_text, has_error, retracted, delay_seconds
     FROM probed;
 
-    -- The heads replaced, or added (windows hold the resolution lock: no other writer).
+    -- The heads of ratings replaced, or added (windows hold the resolution lock: no other
+    -- writer).
     PERFORM feedbackflow.read_model_note_ratings(-1);
-    UPDATE feedbackflow.feedback_heads h SET
-        feedback_id = n.feedback_id, ts = n.ts, metric_type = n.metric_type,
-        application = n.application, model = n.model, source_type = n.source_type,
-        status = n.status, value_bool = n.value_bool, value_float = n.value_float,
-        value_text = n.value_text, has_error = n.has_error, retracted = n.retracted,
-        delay_seconds = n.delay_seconds
-    FROM pg_temp.read_model_new_heads n
+    DELETE FROM feedbackflow.feedback_heads h USING pg_temp.read_model_new_heads n
     WHERE n.replaces AND h.target_kind = n.target_kind AND h.join_key = n.join_key
       AND h.metric = n.metric AND h.source_id = n.source_id;
     INSERT INTO feedbackflow.feedback_heads
     SELECT target_kind, join_key, metric, source_id, feedback_id, ts, metric_type,
            application, model, source_type, status, value_bool, value_float, value_text,
            has_error, retracted, delay_seconds
-    FROM pg_temp.read_model_new_heads WHERE NOT replaces;
+    FROM pg_temp.read_model_new_heads;
     PERFORM feedbackflow.read_model_note_ratings(1);
 
     PERFORM feedbackflow.read_model_note_first_feedback();
