@@ -279,7 +279,8 @@ BEGIN
         ts             timestamptz, application text, model text,
         predictions    bigint NOT NULL, with_feedback bigint NOT NULL
     ) ON COMMIT DELETE ROWS;
-    -- The window's new heads, and whether each replaces a stored head (else it is added).
+    -- The window's new heads of ratings, and whether each replaces a stored head (else it is
+    -- added): written after their items' ratings are read (read_model_note_ratings).
     CREATE TEMP TABLE IF NOT EXISTS read_model_new_heads (
         LIKE feedbackflow.feedback_heads, replaces boolean NOT NULL
     ) ON COMMIT DELETE ROWS;
