@@ -152,6 +152,10 @@ class TimedConnection:
         with self._timing(_statement_name(query)):
             return await self._conn.fetch(query, *args)
 
+    async def fetchval(self, query: str, *args: Any) -> Any:
+        with self._timing(_statement_name(query)):
+            return await self._conn.fetchval(query, *args)
+
     async def copy_records_to_table(self, table: str, **kwargs: Any) -> Any:
         with self._timing(f"COPY {table}"):
             return await self._conn.copy_records_to_table(table, **kwargs)

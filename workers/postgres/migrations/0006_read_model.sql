@@ -200,7 +200,8 @@ CREATE TABLE feedbackflow.feedback_heads (
     delay_seconds  double precision,
     PRIMARY KEY (target_kind, join_key, metric, source_id)
 );
-CREATE INDEX feedback_heads_ts ON feedbackflow.feedback_heads (ts);
+-- (No index on ts: retention trims the heads once a day by reading them, rather than every
+-- window maintaining a second index; docs/performance.md.)
 
 -- Agreement between two source types (Cohen's kappa): per item rated by both, the pair of
 -- their ratings (each type's latest rating of the item).  source_type_a < source_type_b.
@@ -278,8 +279,10 @@ BEGIN
         ts             timestamptz, application text, model text,
         predictions    bigint NOT NULL, with_feedback bigint NOT NULL
     ) ON COMMIT DELETE ROWS;
+    -- The window's new heads of ratings, and whether each replaces a stored head (else it is
+    -- added): written after their items' ratings are read (read_model_note_ratings).
     CREATE TEMP TABLE IF NOT EXISTS read_model_new_heads (
-        LIKE feedbackflow.feedback_heads
+        LIKE feedbackflow.feedback_heads, replaces boolean NOT NULL
     ) ON COMMIT DELETE ROWS;
 END
 $$;
@@ -297,7 +300,7 @@ $$;
 -- and days are unions of five-minute buckets).  The work tables are joined to each other only,
 -- so hash joins are allowed again here.
 CREATE FUNCTION feedbackflow.read_model_add_contributions() RETURNS void LANGUAGE plpgsql
-SET enable_hashjoin = on SET enable_mergejoin = on AS $$
+SET enable_hashjoin = on SET enable_mergejoin = on SET enable_sort = off AS $$
 BEGIN
     INSERT INTO feedbackflow.feedback_rollup AS r (
         grain, bucket, metric, metric_type, application, model, source_type, status,
@@ -312,14 +315,15 @@ BEGIN
                c.application, c.model, c.source_type, c.status,
                sum(c.sign) AS feedback_count,
                coalesce(sum(c.sign) FILTER (WHERE c.has_error), 0) AS error_count,
-               coalesce(sum(c.sign) FILTER (WHERE c.value_float IS NOT NULL), 0) AS value_count,
-               coalesce(sum(c.sign * c.value_float::numeric), 0) AS value_sum,
-               coalesce(sum(c.sign * c.value_float::numeric * c.value_float::numeric), 0)
-                   AS value_sum_squares,
+               coalesce(sum(c.sign) FILTER (WHERE c.value IS NOT NULL), 0) AS value_count,
+               coalesce(sum(c.sign * c.value), 0) AS value_sum,
+               coalesce(sum(c.sign * c.value * c.value), 0) AS value_sum_squares,
                coalesce(sum(c.sign) FILTER (WHERE c.value_bool IS NOT NULL), 0)
                    AS boolean_count,
                coalesce(sum(c.sign) FILTER (WHERE c.value_bool), 0) AS positive_count
-        FROM pg_temp.read_model_contributions c
+        -- (The float converted to numeric once per row: the conversion prints the float.)
+        FROM (SELECT *, value_float::numeric AS value FROM pg_temp.read_model_contributions
+              OFFSET 0) c
         WHERE NOT c.retracted
         GROUP BY 1, 2, 3, 4, 5, 6, 7
     ) f
@@ -481,30 +485,34 @@ END
 $$;
 
 -- Coverage: a prediction's first joined feedback among the window's changes, remembered in
--- predictions_with_feedback and counted.  The returned rows meet the window's by a hash join
--- (work tables only); the table itself is reached by its key (ON CONFLICT).
+-- predictions_with_feedback and counted.  Those not remembered yet are found by one probe of
+-- the key each (the CTEs share the statement's snapshot, so the probe sees the table before the
+-- insert), then inserted without ON CONFLICT (windows hold the resolution lock: no other
+-- writer), which was measured cheaper than a speculative insertion (docs/performance.md).
 CREATE FUNCTION feedbackflow.read_model_note_first_feedback() RETURNS void LANGUAGE plpgsql
-SET enable_hashjoin = on AS $$
+SET enable_sort = off AS $$
 BEGIN
-    WITH joined AS (
-        SELECT DISTINCT ON (prediction_id, prediction_ts)
-               prediction_id, prediction_ts, application, model
-        FROM (SELECT prediction_id, prediction_ts, application, model, status
-              FROM pg_temp.read_model_changes
-              UNION ALL
-              SELECT prediction_id, prediction_ts, application, model, status
-              FROM pg_temp.read_model_resolved) c
-        WHERE status = 'joined' AND prediction_id IS NOT NULL
-        ORDER BY prediction_id, prediction_ts
-    ), first AS (
+    WITH first AS MATERIALIZED (
+        SELECT j.prediction_id, j.prediction_ts, j.application, j.model
+        FROM (SELECT prediction_id, prediction_ts, min(application) AS application,
+                     min(model) AS model
+              FROM (SELECT prediction_id, prediction_ts, application, model, status
+                    FROM pg_temp.read_model_changes
+                    UNION ALL
+                    SELECT prediction_id, prediction_ts, application, model, status
+                    FROM pg_temp.read_model_resolved) c
+              WHERE status = 'joined' AND prediction_id IS NOT NULL
+              GROUP BY prediction_id, prediction_ts) j
+        WHERE NOT EXISTS (
+            SELECT 1 FROM feedbackflow.predictions_with_feedback p
+            WHERE p.prediction_id = j.prediction_id AND p.prediction_ts = j.prediction_ts)
+    ), remembered AS (
         INSERT INTO feedbackflow.predictions_with_feedback (prediction_id, prediction_ts)
-        SELECT prediction_id, prediction_ts FROM joined
-        ON CONFLICT DO NOTHING
-        RETURNING prediction_id, prediction_ts
+        SELECT prediction_id, prediction_ts FROM first
     )
     INSERT INTO pg_temp.read_model_coverage
-    SELECT j.prediction_ts, j.application, j.model, 0, 1
-    FROM first JOIN joined j USING (prediction_id, prediction_ts);
+    SELECT feedbackflow.read_model_bucket('5m', prediction_ts), application, model, 0, count(*)
+    FROM first GROUP BY 1, 2, 3;
 END
 $$;
 
@@ -563,51 +571,80 @@ BEGIN
     WHERE f.source_id IS NULL;
 
     -- New revisions: per key the latest, if later than the head (latest ts, then feedback id).
-    INSERT INTO pg_temp.read_model_new_heads
-    SELECT w.target_kind, w.join_key, w.metric, w.source_id, w.feedback_id, w.ts,
-           w.metric_type, w.application, w.model, w.source_type, w.status, w.value_bool,
-           w.value_float, w.value_text, w.has_error, w.retracted, w.delay_seconds
-    FROM (SELECT DISTINCT ON (target_kind, join_key, metric, source_id) *
-          FROM pg_temp.read_model_changes
-          WHERE source_id IS NOT NULL
-          ORDER BY target_kind, join_key, metric, source_id, ts DESC, feedback_id DESC) w
-    WHERE NOT EXISTS (
-        SELECT 1 FROM feedbackflow.feedback_heads h
-        WHERE h.target_kind = w.target_kind AND h.join_key = w.join_key
-          AND h.metric = w.metric AND h.source_id = w.source_id
-          AND (h.ts, h.feedback_id) >= (w.ts, w.feedback_id));
-
-    -- What they supersede leaves, they come in.
+    -- One probe of the head per key: what it supersedes leaves (-1) and it comes in (1).  Heads
+    -- that are no rating, before or after, are replaced or added in the same statement; those
+    -- of ratings go through the work table (with whether each replaces a head or adds one), so
+    -- that their items' ratings are read before the heads change and after.
+    -- (Sorted bytewise, COLLATE "C": the order only groups equal keys, and a libc collation
+    -- compares through strcoll without abbreviated keys.)
+    WITH latest AS (
+        SELECT DISTINCT ON (target_kind COLLATE "C", join_key COLLATE "C", metric COLLATE "C",
+                            source_id COLLATE "C") *
+        FROM pg_temp.read_model_changes
+        WHERE source_id IS NOT NULL
+        ORDER BY target_kind COLLATE "C", join_key COLLATE "C", metric COLLATE "C",
+                 source_id COLLATE "C", ts DESC, feedback_id DESC
+    ), probed AS MATERIALIZED (
+        SELECT w.target_kind, w.join_key, w.metric, w.source_id, w.feedback_id, w.ts,
+               w.metric_type, w.application, w.model, w.source_type, w.status, w.value_bool,
+               w.value_float, w.value_text, w.has_error, w.retracted, w.delay_seconds,
+               h.target_kind IS NOT NULL AS replaces, h.ts AS old_ts,
+               h.metric_type AS old_metric_type, h.application AS old_application,
+               h.model AS old_model, h.source_type AS old_source_type, h.status AS old_status,
+               h.value_bool AS old_value_bool, h.value_float AS old_value_float,
+               h.value_text AS old_value_text, h.has_error AS old_has_error,
+               h.retracted AS old_retracted, h.delay_seconds AS old_delay_seconds,
+               w.metric_type IN ('boolean', 'categorical')
+                   OR coalesce(h.metric_type IN ('boolean', 'categorical'), false) AS rated
+        FROM latest w
+        LEFT JOIN feedbackflow.feedback_heads h
+          ON h.target_kind = w.target_kind AND h.join_key = w.join_key
+         AND h.metric = w.metric AND h.source_id = w.source_id
+        WHERE h.target_kind IS NULL OR (h.ts, h.feedback_id) < (w.ts, w.feedback_id)
+    ), noted AS (
+        INSERT INTO pg_temp.read_model_new_heads
+        SELECT target_kind, join_key, metric, source_id, feedback_id, ts, metric_type,
+               application, model, source_type, status, value_bool, value_float, value_text,
+               has_error, retracted, delay_seconds, replaces
+        FROM probed WHERE rated
+    ), replaced AS (
+        UPDATE feedbackflow.feedback_heads h SET
+            feedback_id = n.feedback_id, ts = n.ts, metric_type = n.metric_type,
+            application = n.application, model = n.model, source_type = n.source_type,
+            status = n.status, value_bool = n.value_bool, value_float = n.value_float,
+            value_text = n.value_text, has_error = n.has_error, retracted = n.retracted,
+            delay_seconds = n.delay_seconds
+        FROM probed n
+        WHERE n.replaces AND NOT n.rated AND h.target_kind = n.target_kind
+          AND h.join_key = n.join_key AND h.metric = n.metric AND h.source_id = n.source_id
+    ), added AS (
+        INSERT INTO feedbackflow.feedback_heads
+        SELECT target_kind, join_key, metric, source_id, feedback_id, ts, metric_type,
+               application, model, source_type, status, value_bool, value_float, value_text,
+               has_error, retracted, delay_seconds
+        FROM probed WHERE NOT replaces AND NOT rated
+    )
     INSERT INTO pg_temp.read_model_contributions
-    SELECT -1, h.ts, h.metric, h.metric_type, h.application, h.model, h.source_type,
-           h.status, h.value_bool, h.value_float, h.value_text, h.has_error, h.retracted,
-           h.delay_seconds
-    FROM pg_temp.read_model_new_heads n
-    JOIN feedbackflow.feedback_heads h
-      ON h.target_kind = n.target_kind AND h.join_key = n.join_key AND h.metric = n.metric
-     AND h.source_id = n.source_id
+    SELECT -1, old_ts, metric, old_metric_type, old_application, old_model, old_source_type,
+           old_status, old_value_bool, old_value_float, old_value_text, old_has_error,
+           old_retracted, old_delay_seconds
+    FROM probed WHERE replaces
     UNION ALL
     SELECT 1, ts, metric, metric_type, application, model, source_type, status, value_bool,
            value_float, value_text, has_error, retracted, delay_seconds
-    FROM pg_temp.read_model_new_heads;
+    FROM probed;
 
-    -- The heads replaced, or added (windows hold the resolution lock: no other writer).
+    -- The heads of ratings replaced, or added (windows hold the resolution lock: no other
+    -- writer).
     PERFORM feedbackflow.read_model_note_ratings(-1);
-    UPDATE feedbackflow.feedback_heads h SET
-        feedback_id = n.feedback_id, ts = n.ts, metric_type = n.metric_type,
-        application = n.application, model = n.model, source_type = n.source_type,
-        status = n.status, value_bool = n.value_bool, value_float = n.value_float,
-        value_text = n.value_text, has_error = n.has_error, retracted = n.retracted,
-        delay_seconds = n.delay_seconds
-    FROM pg_temp.read_model_new_heads n
-    WHERE h.target_kind = n.target_kind AND h.join_key = n.join_key AND h.metric = n.metric
-      AND h.source_id = n.source_id;
+    DELETE FROM feedbackflow.feedback_heads h USING pg_temp.read_model_new_heads n
+    WHERE n.replaces AND h.target_kind = n.target_kind AND h.join_key = n.join_key
+      AND h.metric = n.metric AND h.source_id = n.source_id;
     INSERT INTO feedbackflow.feedback_heads
-    SELECT * FROM pg_temp.read_model_new_heads n
-    WHERE NOT EXISTS (
-        SELECT 1 FROM feedbackflow.feedback_heads h
-        WHERE h.target_kind = n.target_kind AND h.join_key = n.join_key
-          AND h.metric = n.metric AND h.source_id = n.source_id);
+    SELECT target_kind, join_key, metric, source_id, feedback_id, ts, metric_type,
+           application, model, source_type, status, value_bool, value_float, value_text,
+           has_error, retracted, delay_seconds
+    FROM pg_temp.read_model_new_heads;
     PERFORM feedbackflow.read_model_note_ratings(1);
 
     PERFORM feedbackflow.read_model_note_first_feedback();
