@@ -29,6 +29,7 @@ import asyncpg
 import pytest
 
 from ingest.sdk.producer import uuid7
+from tests.grafana_sql import interpolate
 from tests.integration.harness import count, live_pipeline, wait_for_count
 from tests.integration.read_model_checks import read_model_state, rebuilt_state
 from workers.devstack.servers import TansuBroker
@@ -226,21 +227,20 @@ async def test_rollups_kept_by_the_windows_equal_the_rebuild_and_the_known_answe
 
 
 def as_grafana_sends(query: queries.Query, selection: Selection) -> str:
-    """The panel SQL with Grafana's expansion: times as quoted UTC, variables at All (every
-    value, quoted), source types llm_judge and human, a limit of 5; the selection's grain."""
-    text = query.for_grafana({"grain": f"'{selection.grain}'"})
-    for macro, value in (
-        ("$__timeFrom()", selection.time_from),
-        ("$__timeTo()", selection.time_to),
-    ):
-        text = text.replace(macro, f"'{value.strftime('%Y-%m-%dT%H:%M:%SZ')}'")
-    return (
-        text.replace("${application:sqlstring}", "'haiku'")
-        .replace("${model:sqlstring}", "'m-a','m-b'")
-        .replace("${metric:sqlstring}", "'haiku_rating','haiku_score','tone','comment'")
-        .replace("${source_type_a:sqlstring}", "'llm_judge'")
-        .replace("${source_type_b:sqlstring}", "'human'")
-        .replace("${limit:raw}", "5")
+    """The panel SQL with Grafana's expansion (tests.grafana_sql): every value of each variable,
+    quoted, source types llm_judge and human, a limit of 5; the selection's grain."""
+    text = query.for_grafana({"grain": f"'{selection.grain}'", "limit": "5"})
+    return interpolate(
+        text,
+        selection.time_from,
+        selection.time_to,
+        {
+            "application": ["haiku"],
+            "model": ["m-a", "m-b"],
+            "metric": ["haiku_rating", "haiku_score", "tone", "comment"],
+            "source_type_a": ["llm_judge"],
+            "source_type_b": ["human"],
+        },
     )
 
 

@@ -3,7 +3,7 @@ Feedback dashboard's panels), so the PNG and Grafana cannot disagree."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import asyncpg
 
@@ -42,38 +42,19 @@ class ReportData:
 
 
 async def read_report(conn: asyncpg.Connection, selection: Selection) -> ReportData:
-    # Cohen's and Fleiss' kappa and the backlog take no model or application filter.
-    by_metric = Selection(
-        selection.time_from, selection.time_to, metrics=selection.metrics, grain=selection.grain
-    )
+    # Each query gets the filters it takes (Selection refuses others): kappa and the backlog
+    # none of application or model, the volume none of model, coverage none of metric.
+    by_metric = replace(selection, applications=None, models=None)
     cohen: list[CohenRow] = []
     for people in PEOPLE:
         cohen += await queries.cohen_kappa(conn, by_metric, JUDGE, people)
-    volume = await queries.feedback_volume(
-        conn,
-        Selection(
-            selection.time_from,
-            selection.time_to,
-            applications=selection.applications,
-            metrics=selection.metrics,
-            grain=selection.grain,
-        ),
-    )
+    volume = await queries.feedback_volume(conn, replace(selection, models=None))
     return ReportData(
         selection=selection,
         values=await queries.metric_values(conn, selection),
         volume=volume,
         delays=await queries.delay_percentiles_over_time(conn, selection),
-        coverage=await queries.coverage(
-            conn,
-            Selection(
-                selection.time_from,
-                selection.time_to,
-                applications=selection.applications,
-                models=selection.models,
-                grain=selection.grain,
-            ),
-        ),
+        coverage=await queries.coverage(conn, replace(selection, metrics=None)),
         backlog=await queries.backlog(conn, by_metric),
         cohen=cohen,
         fleiss=await queries.fleiss_kappa(conn, by_metric),
