@@ -26,7 +26,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from bench import history, read_model, report, target_kinds, window_statements
+from bench import history, read_model, report, target_kinds, window_notes, window_statements
 from bench.ceilings import Throughput, consume_ceiling, write_ceiling
 from bench.faust_agent import run_faust_agent
 from bench.gateway_load import gateway_load
@@ -185,6 +185,28 @@ async def statements_only(args: argparse.Namespace) -> None:
             _say(f"window writes: {times.per_event_us(times.seconds):.2f} us/event")
             for name, seconds in sorted(times.per_statement.items(), key=lambda kv: -kv[1]):
                 _say(f"    {name:32s} {times.per_event_us(seconds):5.2f} us/event")
+            applying = times.per_event_us(times.apply_seconds)
+            _say(f"read model apply, after each window: {applying:.2f} us/event")
+
+
+async def notes_only(args: argparse.Namespace) -> None:
+    """What noting its changes for the read model costs a window (bench/window_notes.py), on
+    ``--runs`` fresh databases; it writes nothing."""
+    events = data.generate(args.events)
+    async with running_stack(with_broker=False) as stack:
+        for run in range(args.runs):
+            url = await stack.database(f"n{run}")
+            cost = await window_notes.measure(url, events, args.max_window_events, args.repeats)
+            _say(
+                f"windows before: {cost.window_us_per_event:.2f} us/event (median of "
+                f"{len(cost.window_seconds)}); the last window, {cost.window_events:,} events, "
+                f"medians of {args.repeats} alternated runs:"
+            )
+            for name in cost.seconds:
+                _say(f"    {name:20s} {cost.us_per_event(name):6.2f} us/event")
+            noting = cost.noting_us_per_event
+            share = noting / (cost.window_us_per_event - noting)
+            _say(f"noting: {noting:.2f} us/event, +{100 * share:.1f}% of a window without it")
 
 
 async def read_model_run(args: argparse.Namespace) -> dict[str, Any]:
@@ -235,6 +257,11 @@ def main() -> None:
     st.add_argument("--events", type=int, default=200_000)
     st.add_argument("--runs", type=int, default=2)
     st.add_argument("--max-window-events", type=int, default=50_000)
+    n = sub.add_parser("notes", help="what noting for the read model costs a window's writes")
+    n.add_argument("--events", type=int, default=250_000)
+    n.add_argument("--runs", type=int, default=1)
+    n.add_argument("--repeats", type=int, default=15)
+    n.add_argument("--max-window-events", type=int, default=50_000)
     for p in (parser, t):
         p.add_argument("--events", type=int, default=THROUGHPUT_EVENTS)
         p.add_argument("--pending", type=int, default=1_000_000)
@@ -275,6 +302,9 @@ def main() -> None:
         return
     elif command == "statements":
         asyncio.run(statements_only(args))
+        return
+    elif command == "notes":
+        asyncio.run(notes_only(args))
         return
     _print_table(command)
     print(f"wrote {report.write_doc()}")

@@ -1,6 +1,8 @@
 """Where a window write's time goes: the bench's events, in the order they were produced, cut
 into 50k-event windows and written one after another by ``SinkConnection`` on a fresh database,
-each statement timed (``bench.history.TimedConnection``).
+each statement timed (``bench.history.TimedConnection``).  After each window, the read
+model's applier folds its notes in, on the same connection, as the worker's does on its own
+right after the commit: timed apart (``apply_seconds``), not part of the window's write.
 
 No broker and no overlap: this isolates the SQL from the worker's loop, for comparing two
 versions of ``workers/postgres/join_sql.py`` (run it in both worktrees, interleaved).  Times
@@ -17,6 +19,7 @@ import asyncpg
 
 from bench.history import TimedConnection
 from ingest.topics import TopicNames
+from workers.postgres.read_model_applier import apply_read_model
 from workers.postgres.sink import SinkConnection
 from workers.stream.window import WindowBuffer
 from workers.testing import traffic as data
@@ -29,6 +32,7 @@ class StatementTimes:
     events: int
     seconds: float
     per_statement: dict[str, float]
+    apply_seconds: float
 
     def per_event_us(self, seconds: float) -> float:
         return 1e6 * seconds / self.events
@@ -42,7 +46,7 @@ async def time_statements(
     try:
         timed = TimedConnection(conn)
         sink = SinkConnection(timed, retention=timedelta(days=90))
-        total = 0.0
+        total = applying = 0.0
         for start in range(0, events.events, window_events):
             chunk = events.messages[start : start + window_events]
             buffer = WindowBuffer(length_seconds=1.0, max_events=10**9, monotonic=time.monotonic)
@@ -51,6 +55,9 @@ async def time_statements(
             started = time.perf_counter()
             await sink.write(contents, datetime.now(UTC))
             total += time.perf_counter() - started
-        return StatementTimes(events.events, total, dict(timed.seconds))
+            started = time.perf_counter()
+            await apply_read_model(conn)
+            applying += time.perf_counter() - started
+        return StatementTimes(events.events, total, dict(timed.seconds), applying)
     finally:
         await conn.close()

@@ -97,6 +97,19 @@ class WorkerTelemetry:
             buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
             registry=r,
         )
+        # The read model's applier (workers.postgres.read_model_applier): how long folding
+        # the committed windows' notes into the rollups takes, and how many it folded.
+        self.read_model_apply_seconds = Histogram(
+            "feedbackflow_read_model_apply_seconds",
+            "Time to fold the committed windows' notes into the read model.",
+            buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+            registry=r,
+        )
+        self.read_model_notes_applied = Counter(
+            "feedbackflow_read_model_notes_applied",
+            "Notes of changed feedback and new predictions folded into the read model.",
+            registry=r,
+        )
         self.last_commit = Gauge(
             "feedbackflow_last_commit_timestamp_seconds",
             "Unix time of the last Kafka offset commit.",

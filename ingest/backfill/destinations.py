@@ -19,6 +19,7 @@ from aiokafka.producer.message_accumulator import BatchBuilder
 
 from ingest.backfill.checking import CheckedBatch
 from ingest.kafka_client import start_producer
+from workers.postgres.read_model_applier import apply_read_model
 from workers.postgres.sink import DATA_ERRORS, SinkConnection
 from workers.settings import Settings
 from workers.stream.window import WindowContents
@@ -120,4 +121,9 @@ class DirectDestination:
             raise ValueError(f"Postgres refused a row of lines {lines}: {exc}") from exc
 
     async def close(self) -> None:
-        await self.sink.conn.close()
+        # The batches' notes folded into the read model once, at the end, as the worker's
+        # applier would after its windows (workers.postgres.read_model_applier).
+        try:
+            await apply_read_model(self.sink.conn)
+        finally:
+            await self.sink.conn.close()

@@ -24,6 +24,7 @@ from ingest.topics import TopicNames, create_topics
 from workers.clock import ShiftedClock
 from workers.devstack.servers import free_port
 from workers.host.worker import Worker
+from workers.postgres.read_model_applier import notes_waiting
 from workers.settings import PipelineSettings, Settings
 
 TEST_METRICS: dict[str, Any] = {
@@ -203,6 +204,16 @@ async def wait_for_count(
         await wait_until(check, within, what=f"{sql!r} to reach {expected}")
     except AssertionError as exc:
         raise AssertionError(f"{exc} (last value {last})") from None
+
+
+async def wait_for_read_model(db: asyncpg.Connection, within: float = 30.0) -> None:
+    """Until the worker's applier has folded every committed window's notes into the read model
+    (workers.postgres.read_model_applier): wait for the rows first, then this."""
+
+    async def caught_up() -> bool:
+        return await notes_waiting(db) == 0
+
+    await wait_until(caught_up, within, what="the read model to fold in every note")
 
 
 PROCESS_CONFIG = """

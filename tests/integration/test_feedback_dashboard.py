@@ -32,7 +32,7 @@ import pytest
 from matplotlib.image import imread
 
 from tests.grafana_sql import All, interpolate
-from tests.integration.harness import live_pipeline, wait_for_count
+from tests.integration.harness import live_pipeline, wait_for_count, wait_for_read_model
 from workers.dashboards.build import DASHBOARD_DIR
 from workers.devstack.servers import TansuBroker
 from workers.read_model.queries import Selection
@@ -142,6 +142,7 @@ async def fill(kafka: TansuBroker, database_url: str, db: asyncpg.Connection) ->
         await ff.flush()
         await wait_for_count(db, "SELECT count(*) FROM feedbackflow.feedback", len(sent) + 1)
         await wait_for_count(db, "SELECT count(*) FROM feedbackflow.predictions", 4)
+        await wait_for_read_model(db)
     return now
 
 

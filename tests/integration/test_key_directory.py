@@ -21,7 +21,7 @@ import pytest
 from ingest.metrics.registry import registry_from_mapping
 from ingest.sdk.producer import uuid7
 from ingest.topics import TopicNames
-from workers.postgres import join_sql, read_model_sql
+from workers.postgres import join_sql
 from workers.postgres.migrate import available_migrations
 from workers.postgres.partitions import PartitionCatalog
 from workers.postgres.retention import apply_retention
@@ -244,7 +244,7 @@ async def test_a_window_s_look_ups_by_other_targets_touch_no_day_partition(
     catalog = PartitionCatalog()
     for table in ("predictions", "feedback"):
         await catalog.ensure(db, table, days)
-    await db.execute(join_sql.CREATE_STAGING + read_model_sql.CREATE_WORK_TABLES)
+    await db.execute(join_sql.CREATE_STAGING)
     day = timedelta(days=1)
     others = frozenset({"other_id", "join_key", "episode"})
     async with db.transaction():

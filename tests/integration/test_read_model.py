@@ -30,7 +30,7 @@ import pytest
 
 from ingest.sdk.producer import uuid7
 from tests.grafana_sql import interpolate
-from tests.integration.harness import count, live_pipeline, wait_for_count
+from tests.integration.harness import count, live_pipeline, wait_for_count, wait_for_read_model
 from tests.integration.read_model_checks import read_model_state, rebuilt_state
 from workers.devstack.servers import TansuBroker
 from workers.read_model import queries
@@ -95,6 +95,7 @@ async def test_rollups_kept_by_the_windows_equal_the_rebuild_and_the_known_answe
         )
         await ff.flush()
         await wait_for_count(db, "SELECT count(*) FROM feedbackflow.feedback", 13)
+        await wait_for_read_model(db)
         assert await count(db, "SELECT count(*) FROM feedbackflow.pending_feedback") == 1
 
         whole_hour = Selection(hour, hour + timedelta(hours=1), grain="1h")
@@ -144,6 +145,7 @@ async def test_rollups_kept_by_the_windows_equal_the_rebuild_and_the_known_answe
             db, "SELECT count(*) FROM feedbackflow.feedback WHERE status = 'joined'", 16
         )
         await wait_for_count(db, "SELECT count(*) FROM feedbackflow.predictions", 4)
+        await wait_for_read_model(db)
 
     maintained = await read_model_state(db)
     assert maintained == await rebuilt_state(db)
@@ -256,6 +258,7 @@ async def test_the_rebuild_command_recomputes_what_was_lost(
         await wait_for_count(
             db, "SELECT count(*) FROM feedbackflow.feedback WHERE status = 'joined'", 1
         )
+        await wait_for_read_model(db)
     kept = await read_model_state(db)
     await db.execute("TRUNCATE feedbackflow.feedback_rollup, feedbackflow.feedback_heads")
     assert await read_model_state(db) != kept

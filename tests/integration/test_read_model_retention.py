@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 import asyncpg
 
-from tests.integration.harness import count, live_pipeline, wait_for_count
+from tests.integration.harness import count, live_pipeline, wait_for_count, wait_for_read_model
 from tests.integration.read_model_checks import read_model_state, rebuilt_state
 from workers.devstack.servers import TansuBroker
 from workers.postgres.retention import apply_retention, first_day_kept
@@ -33,6 +33,7 @@ async def test_expiry_and_retention_keep_the_rollups_equal_to_a_rebuild(
         await wait_for_count(
             db, "SELECT count(*) FROM feedbackflow.feedback WHERE status = 'pending'", 1
         )
+        await wait_for_read_model(db)
         day_one = queries.Selection(start - timedelta(hours=1), start + timedelta(hours=1))
         [waiting] = await queries.backlog(db, day_one)
         assert (waiting.metric, waiting.pending_count, waiting.expired_count) == (
@@ -47,6 +48,7 @@ async def test_expiry_and_retention_keep_the_rollups_equal_to_a_rebuild(
         await wait_for_count(
             db, "SELECT count(*) FROM feedbackflow.feedback WHERE status = 'expired'", 1
         )
+        await wait_for_read_model(db)
         [expired] = await queries.backlog(db, day_one)
         assert (expired.pending_count, expired.expired_count) == (0, 1)
         assert await read_model_state(db) == await rebuilt_state(db)

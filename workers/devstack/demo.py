@@ -28,6 +28,7 @@ from workers.devstack.haiku_traffic import DEMO_METRICS, DEMO_PIPELINE, Expected
 from workers.devstack.servers import free_port
 from workers.devstack.stack import embedded_stack
 from workers.host.worker import Worker
+from workers.postgres.read_model_applier import notes_waiting
 from workers.read_model import queries
 from workers.read_model.landed import NO_MODEL, Landed, landed, render
 from workers.read_model.queries import Selection
@@ -194,6 +195,11 @@ async def _demo(live: Settings, predictions: int, started: float, report: Path) 
                 await asyncio.sleep(0.5)
                 result = await landed(conn)
             progress.update(landing, completed=_landed_count(result))
+            # The worker's applier folds the last windows into the read model just after them.
+            while await notes_waiting(conn):
+                if time.monotonic() > deadline or task.done():
+                    break
+                await asyncio.sleep(0.2)
             from_read_model = await _read_model_problems(conn, traffic.expected, span)
         finally:
             await conn.close()

@@ -23,6 +23,7 @@ from workers.health import PipelineHealth
 from workers.host.startup import ensure_schema
 from workers.host.waiting import until_it_answers
 from workers.postgres.metric_definitions import kept_fresh
+from workers.postgres.read_model_applier import ReadModelApplier
 from workers.postgres.retention import apply_retention
 from workers.postgres.sink import PostgresSink
 from workers.settings import Settings
@@ -77,6 +78,7 @@ class Worker:
     monotonic: Callable[[], float] = time.monotonic
     loop: ConsumerLoop | None = None
     sink: PostgresSink | None = None
+    read_model: ReadModelApplier | None = None
     health: PipelineHealth = field(default_factory=PipelineHealth)
     _dead_letter_producer: AIOKafkaProducer | None = None
 
@@ -154,9 +156,14 @@ class Worker:
             # at once instead of after a rebalance (docs/reliability.md).
             group_instance_id=settings.kafka_group_instance_id,
         )
+        self.read_model = applier = ReadModelApplier(settings.database_url, self._applied)
         self.sink = sink = PostgresSink(
-            settings.database_url, pipeline.retention, pipeline.selectable_tags
+            settings.database_url,
+            pipeline.retention,
+            pipeline.selectable_tags,
+            written=applier.notify,
         )
+        applier.notify()  # notes a worker committed before it stopped
         parts = ChainParts(
             consumer=consumer,
             decoder=decoder,
@@ -202,6 +209,11 @@ class Worker:
             await consumer.stop()
             await producer.stop()
             await sink.close()
+            await applier.close()
+
+    def _applied(self, notes: int, seconds: float) -> None:
+        self.telemetry.read_model_apply_seconds.observe(seconds)
+        self.telemetry.read_model_notes_applied.inc(notes)
 
     async def _migrate(self) -> None:
         conn = await asyncpg.connect(self.settings.database_url)

@@ -1,50 +1,65 @@
-"""The read model's side of a window's transaction: what the window changes, noted set-based as
-its statements run, then applied to the rollups in one call.
+"""The read model's side of a window's transaction: notes of what the window changes, appended
+set-based as its statements run; and the statement that folds the notes into the rollups,
+which the worker's applier runs after the window commits (``read_model_applier``).
 
-The window's statements that change feedback rows note each row as it is after the change in
-the session's work tables (a CTE over their RETURNING, ``read_model_changes.note_changes``):
-new feedback (INSERT_FEEDBACK, the selectors' expansion), queued feedback resolved
-(RESOLVE_QUEUED) and expired (NOTE_EXPIRY, just before EXPIRE_UNMATCHED).  New predictions are
-noted for coverage (INSERT_PREDICTIONS_NOTED).  ``feedbackflow.read_model_apply_changes()``
-(migration 0006) then turns them into grouped deltas: what a revision supersedes leaves, what it
-brings comes in, through the revision heads.  Its cost follows the window, not the size of the
-buckets it touches (docs/architecture.md, "Read model"; figures in docs/performance.md).
+The window's statements that change feedback rows note each one in
+``feedbackflow.read_model_queue`` (a CTE over their RETURNING,
+``read_model_changes.note_changes``): new feedback (INSERT_FEEDBACK, the selectors'
+expansion), queued feedback resolved (RESOLVE_QUEUED) and expired (NOTE_EXPIRY, just before
+EXPIRE_UNMATCHED).  New predictions are counted per bucket for coverage
+(NOTE_PREDICTIONS).  ``feedbackflow.read_model_apply_queue()`` (migration 0008) takes
+every committed note and hands the rows to ``read_model_apply_changes()`` (migration 0006),
+which turns them into grouped deltas: what a
+revision supersedes leaves, what it brings comes in, through the revision heads.  Why the
+window only notes, and what that saves it: docs/architecture.md, "Read model"; figures in
+docs/performance.md.
 """
 
 from __future__ import annotations
 
 from workers.postgres import join_sql
-from workers.postgres.read_model_changes import NOTED_COLUMNS, noted_values
 
-# Once per connection, with the staging tables.
-CREATE_WORK_TABLES = "SELECT feedbackflow.read_model_work_tables();"
+# The window's new predictions counted per five-minute bucket, application and model ($1-$4:
+# the buckets' starts, applications, models and counts), as the sink counts them from the window
+# it holds (read_model_changes.predictions_per_bucket) when every staged prediction was inserted:
+# counting them in SQL from the insert's RETURNING cost the window more (docs/performance.md).
+NOTE_PREDICTIONS = """
+INSERT INTO feedbackflow.read_model_queue_coverage (ts, application, model, predictions)
+SELECT * FROM unnest($1::timestamptz[], $2::text[], $3::text[], $4::bigint[])
+"""
 
-
-# The window's predictions, inserted and noted for coverage per five-minute bucket; the
-# statement returns how many it inserted.
-INSERT_PREDICTIONS_NOTED = f"""
-WITH inserted AS ({join_sql.INSERT_PREDICTIONS.strip()}
-    RETURNING ts, application, model
-), noted AS (
-    INSERT INTO read_model_coverage (ts, application, model, predictions, with_feedback)
-    SELECT feedbackflow.read_model_bucket('5m', ts), application, model, count(*), 0
-    FROM inserted GROUP BY 1, 2, 3
-)
-SELECT count(*) FROM inserted
+# When some were stored before (a replayed window): those this transaction inserted, counted
+# in SQL ($1, $2: the window's prediction time bounds, widened).  The sink's transaction has no
+# savepoint, so a row it inserted carries its transaction id.
+NOTE_PREDICTIONS_INSERTED = f"""
+INSERT INTO feedbackflow.read_model_queue_coverage (ts, application, model, predictions)
+SELECT feedbackflow.read_model_bucket('5m', p.ts), p.application, p.model, count(*)
+FROM {join_sql.STAGED_PREDICTIONS} s
+JOIN feedbackflow.predictions p ON p.prediction_id = s.prediction_id AND p.ts = s.ts
+WHERE p.ts >= $1 AND p.ts <= $2 AND p.xmin = pg_current_xact_id()::xid
+GROUP BY 1, 2, 3
 """
 
 # $1: oldest event time still within retention.  The queued feedback EXPIRE_UNMATCHED is about
-# to expire, noted as it will be (run under the resolution lock, so nothing resolves it between).
-NOTE_EXPIRY = f"""
-INSERT INTO read_model_resolved ({", ".join(NOTED_COLUMNS)})
-SELECT {noted_values("f", status="'expired'")}
+# to expire, noted (run under the resolution lock, so nothing resolves it between).
+NOTE_EXPIRY = """
+INSERT INTO feedbackflow.read_model_queue (kind, feedback_id, join_key, ts)
+SELECT 'r', q.feedback_id, q.join_key, q.ts
 FROM feedbackflow.pending_feedback q
 JOIN feedbackflow.feedback f
   ON f.feedback_id = q.feedback_id AND f.join_key = q.join_key AND f.ts = q.ts AND f.ts < $1
 WHERE q.ts < $1 AND f.status = 'pending'
 """
 
-APPLY_CHANGES = "SELECT feedbackflow.read_model_apply_changes()"
+# Every committed note folded into the rollups, in a transaction of its own (one applier at a
+# time); returns how many notes it took (0: the read model was up to date).
+APPLY_QUEUE = "SELECT feedbackflow.read_model_apply_queue()"
+
+# Notes not applied yet (0: the read model reflects every committed window).
+NOTES_WAITING = """
+SELECT (SELECT count(*) FROM feedbackflow.read_model_queue)
+     + (SELECT count(*) FROM feedbackflow.read_model_queue_coverage)
+"""
 
 # Everything recomputed from feedback and predictions (`feedbackflow read-model rebuild`).
 REBUILD = "SELECT feedbackflow.read_model_rebuild()"

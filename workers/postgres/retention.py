@@ -17,6 +17,7 @@ import asyncpg
 
 from workers.postgres import join_sql, key_directory, read_model_sql, selector_sql
 from workers.postgres.partitions import PARTITIONED_TABLES, existing_partitions
+from workers.postgres.read_model_applier import apply_read_model
 
 
 def first_day_kept(horizon: datetime) -> datetime:
@@ -40,13 +41,14 @@ async def apply_retention(
     # (workers.postgres.read_model_sql), and no window resolves it meanwhile.
     async with conn.transaction():
         await conn.execute(join_sql.RESOLUTION_LOCK)
-        await conn.execute(read_model_sql.CREATE_WORK_TABLES)
         await conn.execute(read_model_sql.NOTE_EXPIRY, horizon)
         status = await conn.execute(join_sql.EXPIRE_UNMATCHED, horizon, now)
-        await conn.execute(read_model_sql.APPLY_CHANGES)
     expired = int(status.rsplit(" ", 1)[-1])
     status = await conn.execute(selector_sql.EXPIRE_SELECTORS, horizon, now)
     expired += int(status.rsplit(" ", 1)[-1])
+    # Every note so far folded in while its rows are still there (the trim below applies what
+    # comes meanwhile, then drops what is older).
+    await apply_read_model(conn)
     dropped: list[str] = []
     for table in PARTITIONED_TABLES:
         for name, day in await existing_partitions(conn, table):

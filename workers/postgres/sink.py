@@ -21,6 +21,7 @@ import asyncpg
 
 from workers.postgres import join_sql, key_directory, read_model_sql, selector_sql
 from workers.postgres.partitions import PartitionCatalog, day_of, days_of
+from workers.postgres.read_model_changes import predictions_per_bucket
 from workers.postgres.selectors import SelectorStep
 from workers.stream.decode import FeedbackRow, PredictionRow, SelectorRow, as_time
 from workers.stream.sink import SinkRefused, SinkUnavailable, WindowOutcome
@@ -147,11 +148,7 @@ class SinkConnection:
         so that resolution runs in window order (workers.stream.window_writer)."""
         conn = self.conn
         if not self._staged:
-            await conn.execute(
-                join_sql.CREATE_STAGING
-                + selector_sql.CREATE_STAGING
-                + read_model_sql.CREATE_WORK_TABLES
-            )
+            await conn.execute(join_sql.CREATE_STAGING + selector_sql.CREATE_STAGING)
             self._staged = True
         await self._ensure_partitions(contents)
         await self._refresh_queue_statistics()
@@ -160,9 +157,12 @@ class SinkConnection:
             predictions = 0
             if contents.predictions:
                 low, high = _span(map(_TS, contents.predictions))
-                predictions = await conn.fetchval(
-                    read_model_sql.INSERT_PREDICTIONS_NOTED, low, high
-                )
+                predictions = _count(await conn.execute(join_sql.INSERT_PREDICTIONS, low, high))
+                if predictions == len(contents.predictions):
+                    counted = predictions_per_bucket(contents.predictions)
+                    await conn.execute(read_model_sql.NOTE_PREDICTIONS, *counted)
+                elif predictions:  # a replay: some were stored before
+                    await conn.execute(read_model_sql.NOTE_PREDICTIONS_INSERTED, low, high)
                 # What feedback by any target but a UUIDv7 id is looked up in (key_directory).
                 await conn.execute(key_directory.INSERT_KEYS, low, high)
             await self.selectors.index_tags(conn, contents)
@@ -191,7 +191,6 @@ class SinkConnection:
             )
             queued = resolved_new.get("pending", 0)
             self.queue.changes += queued + sum(resolved_queued.values()) + unmatched
-            await conn.execute(read_model_sql.APPLY_CHANGES)
             dead = 0
             if contents.dead_letters:
                 dead = _count(await conn.execute(join_sql.INSERT_DEAD_LETTERS))
@@ -278,11 +277,18 @@ class PostgresSink:
     """The worker's sink: connections to ``database_url``, one per window being written."""
 
     def __init__(
-        self, database_url: str, retention: timedelta, selectable_tags: tuple[str, ...] = ()
+        self,
+        database_url: str,
+        retention: timedelta,
+        selectable_tags: tuple[str, ...] = (),
+        written: Callable[[], None] = lambda: None,
     ) -> None:
         self.database_url = database_url
         self.retention = retention
         self.selectable_tags = selectable_tags
+        # Called after each window commits: the read model's applier folds its notes in
+        # (workers.postgres.read_model_applier).
+        self.written = written
         # Shared by the connections: both describe the database, not a connection.
         self.partitions = PartitionCatalog()
         self.queue = QueueStatistics()
@@ -322,6 +328,7 @@ class PostgresSink:
                 writer.conn.terminate()
             raise
         self._idle.append(writer)
+        self.written()
         return outcome
 
     async def close(self) -> None:
