@@ -158,6 +158,15 @@ def windows_row(board: dashboard.Dashboard) -> dashboard.Dashboard:
         )
         .with_panel(
             _panel(
+                "Read model apply time",
+                "Time to fold the committed windows' notes into the read model's rollups, "
+                "right after they commit: how far the Feedback dashboard trails the windows.",
+                "s",
+                *_quantiles("feedbackflow_read_model_apply_seconds", WORKER, "le", "apply"),
+            )
+        )
+        .with_panel(
+            _panel(
                 "Windows by outcome",
                 "Windows written, retried, split, failed, abandoned, and commits refused or "
                 "failed, per second.",
