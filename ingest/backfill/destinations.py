@@ -19,7 +19,11 @@ from aiokafka.producer.message_accumulator import BatchBuilder
 
 from ingest.backfill.checking import CheckedBatch
 from ingest.kafka_client import start_producer
-from workers.postgres.read_model_applier import apply_read_model
+from workers.postgres.read_model_applier import (
+    VACUUM_EVERY_NOTES,
+    apply_read_model,
+    vacuum_notes,
+)
 from workers.postgres.sink import DATA_ERRORS, SinkConnection
 from workers.settings import Settings
 from workers.stream.window import WindowContents
@@ -124,6 +128,7 @@ class DirectDestination:
         # The batches' notes folded into the read model once, at the end, as the worker's
         # applier would after its windows (workers.postgres.read_model_applier).
         try:
-            await apply_read_model(self.sink.conn)
+            if await apply_read_model(self.sink.conn) >= VACUUM_EVERY_NOTES:
+                await vacuum_notes(self.sink.conn)
         finally:
             await self.sink.conn.close()

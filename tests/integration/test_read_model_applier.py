@@ -19,6 +19,7 @@ from ingest.sdk.producer import uuid7
 from ingest.topics import TopicNames
 from tests.integration.harness import wait_until
 from tests.integration.read_model_checks import read_model_state, rebuilt_state
+from workers.postgres import read_model_applier
 from workers.postgres.read_model_applier import (
     ReadModelApplier,
     apply_read_model,
@@ -127,3 +128,29 @@ async def test_a_window_replaying_some_predictions_counts_only_the_new_ones(
     )
     assert counted == len(first.predictions) + len(second.predictions)
     assert await read_model_state(db) == await rebuilt_state(db)
+
+
+async def test_the_applier_vacuums_the_notes_it_took(
+    database_url: str, db: asyncpg.Connection, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Applied notes are deleted rows: the applier vacuums them away every so many notes, so
+    that a server without autovacuum does not make every apply read them again."""
+    monkeypatch.setattr(read_model_applier, "VACUUM_EVERY_NOTES", 1)
+    sink = SinkConnection(db, RETENTION)
+    await sink.write(windows_with_revisions()[0], datetime.now(UTC))
+    applier = ReadModelApplier(database_url)
+    try:
+        applier.notify()
+
+        async def vacuumed() -> bool:
+            return bool(
+                await db.fetchval(
+                    "SELECT last_vacuum IS NOT NULL FROM pg_stat_user_tables"
+                    " WHERE relid = 'feedbackflow.read_model_queue'::regclass"
+                )
+            )
+
+        await wait_until(vacuumed, 30, what="the notes' table to be vacuumed")
+    finally:
+        await applier.close()
+    assert await notes_waiting(db) == 0

@@ -24,11 +24,18 @@ log = logging.getLogger(__name__)
 
 # After a failed run (the database away, say), the next waits this long unless a window asks.
 RETRY_SECONDS = 1.0
+# The notes' tables are vacuumed after this many notes were taken from them (read_model_sql).
+VACUUM_EVERY_NOTES = 200_000
 
 
 async def apply_read_model(conn: asyncpg.Connection) -> int:
     """Fold every committed note into the read model now; how many notes it took."""
     return int(await conn.fetchval(read_model_sql.APPLY_QUEUE))
+
+
+async def vacuum_notes(conn: asyncpg.Connection) -> None:
+    """Reclaim the rows of the notes applied (outside any transaction)."""
+    await conn.execute(read_model_sql.VACUUM_QUEUE)
 
 
 async def notes_waiting(conn: asyncpg.Connection) -> int:
@@ -53,6 +60,7 @@ class ReadModelApplier:
         self._wanted = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._conn: asyncpg.Connection | None = None
+        self._since_vacuum = 0
 
     def notify(self) -> None:
         """A window committed notes: fold them in soon."""
@@ -80,6 +88,10 @@ class ReadModelApplier:
                 if self._conn is None or self._conn.is_closed():
                     self._conn = await asyncpg.connect(self.database_url)
                 notes = await apply_read_model(self._conn)
+                self._since_vacuum += notes
+                if self._since_vacuum >= VACUUM_EVERY_NOTES:
+                    await vacuum_notes(self._conn)
+                    self._since_vacuum = 0
             except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
                 log.warning("read model apply failed, will retry: %r", exc)
                 if self._conn is not None:

@@ -55,6 +55,10 @@ WHERE q.ts < $1 AND f.status = 'pending'
 # time); returns how many notes it took (0: the read model was up to date).
 APPLY_QUEUE = "SELECT feedbackflow.read_model_apply_queue()"
 
+# The notes' tables are emptied by every apply: without a vacuum (autovacuum may be off, as on
+# this project's test server) their dead rows would pile up and every apply would read them.
+VACUUM_QUEUE = "VACUUM feedbackflow.read_model_queue, feedbackflow.read_model_queue_coverage"
+
 # Notes not applied yet (0: the read model reflects every committed window).
 NOTES_WAITING = """
 SELECT (SELECT count(*) FROM feedbackflow.read_model_queue)
