@@ -154,3 +154,33 @@ async def test_the_applier_vacuums_the_notes_it_took(
     finally:
         await applier.close()
     assert await notes_waiting(db) == 0
+
+
+async def test_an_applier_that_crashed_starts_again_at_the_next_window(
+    database_url: str, db: asyncpg.Connection
+) -> None:
+    calls: list[int] = []
+
+    def applied(notes: int, seconds: float) -> None:
+        calls.append(notes)
+        if len(calls) == 1:
+            raise RuntimeError("a bug in what runs after an apply")
+
+    sink = SinkConnection(db, RETENTION)
+    first, second, *_ = windows_with_revisions()
+    applier = ReadModelApplier(database_url, applied)
+    try:
+        await sink.write(first, datetime.now(UTC))
+        applier.notify()
+
+        async def ran(times: int) -> bool:
+            return len(calls) == times
+
+        await wait_until(lambda: ran(1), 30, what="the first run")
+        await sink.write(second, datetime.now(UTC))
+        applier.notify()
+        await wait_until(lambda: ran(2), 30, what="a run after the crash")
+    finally:
+        await applier.close()
+    assert calls[1] > 0
+    assert await notes_waiting(db) == 0

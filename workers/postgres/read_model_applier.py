@@ -65,8 +65,9 @@ class ReadModelApplier:
     def notify(self) -> None:
         """A window committed notes: fold them in soon."""
         self._wanted.set()
-        if self._task is None:
+        if self._task is None or self._task.done():  # first, or after a run that crashed
             self._task = asyncio.get_running_loop().create_task(self._run())
+            self._task.add_done_callback(_log_crash)
 
     async def close(self) -> None:
         """Stop; a run under way is rolled back (its notes wait for the next applier)."""
@@ -102,3 +103,10 @@ class ReadModelApplier:
                 self._wanted.set()
                 continue
             self.applied(notes, time.perf_counter() - started)
+
+
+def _log_crash(task: asyncio.Task[None]) -> None:
+    """A run that failed in a way no retry covers (a bug) is logged; the next notify starts
+    the applier again, and the notes wait meanwhile."""
+    if not task.cancelled() and task.exception() is not None:
+        log.error("read model applier stopped", exc_info=task.exception())
