@@ -16,7 +16,9 @@ from datetime import datetime
 from typing import Any, BinaryIO, Literal, Protocol
 
 Format = Literal["jsonl", "csv", "parquet"]
-PARQUET_ROW_GROUP = 50_000
+# A Parquet row group's rows are held as Python lists until written: the export's peak memory
+# follows this (50,000 rows peaked about 60 MB higher: docs/performance.md).
+PARQUET_ROW_GROUP = 20_000
 _TIMES = frozenset({"ts", "prediction_ts"})
 _NUMBERS = frozenset({"delay_seconds"})
 
@@ -78,6 +80,9 @@ class ParquetWriter:
         import pyarrow as pa
         import pyarrow.parquet as pq
 
+        # The C allocator, as the backfill's reader uses (ingest.backfill.sources): Arrow's
+        # mimalloc kept what each written row group had freed.
+        pa.set_memory_pool(pa.system_memory_pool())
         self.pa = pa
         self.fields = list(fields)
         self.schema = pa.schema([(name, _arrow_type(pa, name)) for name in self.fields])
