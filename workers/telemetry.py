@@ -9,6 +9,9 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
 
+from ingest.topics import TopicNames
+from ingest.wire.events import Feedback, Prediction
+
 
 class ConsumerLag:
     """``feedbackflow_consumer_lag``: per input partition, the records between its last
@@ -133,3 +136,17 @@ class WorkerTelemetry:
             ["table"],
             registry=r,
         )
+
+    def start_known_labels(self, topics: TopicNames) -> None:
+        """A labelled counter that first appears at its first value loses that increment to
+        Prometheus' rate() (a worker's first batch is its backlog; a field's first dead letter
+        would not count in the dead-letter burst alert): the labels known in advance start at
+        0.  Dead letters: each input topic's top-level wire fields, its payload and the whole
+        event (a nested field, such as ``source.type``, still appears at its first)."""
+        for topic in topics.inputs:
+            self.events_consumed.labels(topic)
+        self.windows.labels("written")
+        for topic, model in ((topics.predictions, Prediction), (topics.feedback, Feedback)):
+            for field in ("(payload)", "(event)", *model.model_fields):
+                self.dead_letters.labels(topic, field)
+

@@ -114,11 +114,7 @@ class Worker:
         settings, pipeline = self.settings, self.settings.pipeline
         self.health.window_seconds = pipeline.window.total_seconds()
         self.telemetry.window_seconds.set(self.health.window_seconds)
-        # A labelled counter that first appears at its first value loses that increment to
-        # Prometheus' rate(): the known labels start at 0 (a worker's first batch is its backlog).
-        for topic in self.topics.inputs:
-            self.telemetry.events_consumed.labels(topic)
-        self.telemetry.windows.labels("written")
+        self.telemetry.start_known_labels(self.topics)
         self.health.monotonic = self.monotonic
         await until_it_answers("PostgreSQL", self._migrate, self.stopping, self.health)
         await until_it_answers(
