@@ -19,16 +19,15 @@ from datetime import UTC, datetime, timedelta
 
 import asyncpg
 
-from ingest.topics import TopicNames
+from bench.window_statements import windows_of
 from workers.postgres import join_sql, read_model_sql
 from workers.postgres.read_model_applier import apply_read_model
 from workers.postgres.read_model_changes import note_changes, predictions_per_bucket
 from workers.postgres.sink import SinkConnection, _span
-from workers.stream.window import WindowBuffer, WindowContents
+from workers.stream.window import WindowContents
 from workers.testing import traffic as data
 from workers.time_spans import ID_TIME_SPAN
 
-TOPICS = TopicNames("ffbench-notes")
 RETENTION = timedelta(days=90)
 
 
@@ -61,21 +60,10 @@ def _without_notes(sql: str) -> str:
     return sql.replace(noted, "\n")
 
 
-def _windows(events: data.EventSet, window_events: int) -> list[WindowContents]:
-    registry = data.registry()
-    windows = []
-    for start in range(0, events.events, window_events):
-        chunk = events.messages[start : start + window_events]
-        buffer = WindowBuffer(length_seconds=1.0, max_events=10**9, monotonic=time.monotonic)
-        buffer.add(data.decode(chunk, TOPICS, registry), {("bench", 0): start + len(chunk)})
-        windows.append(buffer.drain())
-    return windows
-
-
 async def measure(
     database_url: str, events: data.EventSet, window_events: int, repeats: int
 ) -> NotingCost:
-    windows = _windows(events, window_events)
+    windows = windows_of(events, window_events)
     *before, last = windows
     conn = await asyncpg.connect(database_url)
     try:

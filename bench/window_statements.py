@@ -21,7 +21,7 @@ from bench.history import TimedConnection
 from ingest.topics import TopicNames
 from workers.postgres.read_model_applier import apply_read_model
 from workers.postgres.sink import SinkConnection
-from workers.stream.window import WindowBuffer
+from workers.stream.window import WindowBuffer, WindowContents
 from workers.testing import traffic as data
 
 TOPICS = TopicNames("ffbench-statements")
@@ -38,20 +38,28 @@ class StatementTimes:
         return 1e6 * seconds / self.events
 
 
+def windows_of(events: data.EventSet, window_events: int) -> list[WindowContents]:
+    """The events in production order, cut into windows of ``window_events`` as the worker's
+    buffer makes them."""
+    registry = data.registry()
+    windows = []
+    for start in range(0, events.events, window_events):
+        chunk = events.messages[start : start + window_events]
+        buffer = WindowBuffer(length_seconds=1.0, max_events=10**9, monotonic=time.monotonic)
+        buffer.add(data.decode(chunk, TOPICS, registry), {("bench", 0): start + len(chunk)})
+        windows.append(buffer.drain())
+    return windows
+
+
 async def time_statements(
     database_url: str, events: data.EventSet, window_events: int
 ) -> StatementTimes:
-    registry = data.registry()
     conn = await asyncpg.connect(database_url)
     try:
         timed = TimedConnection(conn)
         sink = SinkConnection(timed, retention=timedelta(days=90))
         total = applying = 0.0
-        for start in range(0, events.events, window_events):
-            chunk = events.messages[start : start + window_events]
-            buffer = WindowBuffer(length_seconds=1.0, max_events=10**9, monotonic=time.monotonic)
-            buffer.add(data.decode(chunk, TOPICS, registry), {("bench", 0): start + len(chunk)})
-            contents = buffer.drain()
+        for contents in windows_of(events, window_events):
             started = time.perf_counter()
             await sink.write(contents, datetime.now(UTC))
             total += time.perf_counter() - started

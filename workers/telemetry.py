@@ -149,4 +149,3 @@ class WorkerTelemetry:
         for topic, model in ((topics.predictions, Prediction), (topics.feedback, Feedback)):
             for field in ("(payload)", "(event)", *model.model_fields):
                 self.dead_letters.labels(topic, field)
-

@@ -78,7 +78,6 @@ class Worker:
     monotonic: Callable[[], float] = time.monotonic
     loop: ConsumerLoop | None = None
     sink: PostgresSink | None = None
-    read_model: ReadModelApplier | None = None
     health: PipelineHealth = field(default_factory=PipelineHealth)
     _dead_letter_producer: AIOKafkaProducer | None = None
 
@@ -152,7 +151,7 @@ class Worker:
             # at once instead of after a rebalance (docs/reliability.md).
             group_instance_id=settings.kafka_group_instance_id,
         )
-        self.read_model = applier = ReadModelApplier(settings.database_url, self._applied)
+        applier = ReadModelApplier(settings.database_url, self._applied)
         self.sink = sink = PostgresSink(
             settings.database_url,
             pipeline.retention,
